@@ -1,0 +1,30 @@
+"""DVC stage `download`: the three GTSRB archives into data/raw/ (official, a mirror, or synthetic)."""
+import shutil
+
+from trafficsigns.config import Params
+from trafficsigns.download import GTSRB_ARCHIVES, GTSRB_BASE_URL, fetch_all
+from trafficsigns.fsutil import atomic_path
+from trafficsigns.paths import DOWNLOAD_CACHE, RAW_DIR
+from trafficsigns.synthetic import write_synthetic_gtsrb
+
+
+def main(params: Params) -> None:
+    data = params.data
+    RAW_DIR.mkdir(parents=True, exist_ok=True)
+    if data.source == "synthetic":
+        s = data.synthetic
+        write_synthetic_gtsrb(RAW_DIR, seed=data.seed, train_tracks_per_class=s.train_tracks_per_class,
+                              test_tracks_per_class=s.test_tracks_per_class, frames_per_track=s.frames_per_track)
+        return
+    # Download into a cache outside DVC's outputs (DVC empties data/raw before each run, which would
+    # throw away a partial transfer), then copy the verified archives into place.
+    for path in fetch_all(GTSRB_ARCHIVES, DOWNLOAD_CACHE, mirror=data.mirror, base_url=GTSRB_BASE_URL,
+                          verify=data.verify):
+        with atomic_path(RAW_DIR / path.name) as tmp:
+            shutil.copyfile(path, tmp)
+
+
+if __name__ == "__main__":
+    from trafficsigns.cli import run_stage
+
+    run_stage(main)

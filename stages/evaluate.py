@@ -1,0 +1,40 @@
+"""DVC stage `evaluate`: the best model on the held-out test set -> metrics/evaluate.json, plots/evaluate/."""
+import json
+
+import numpy as np
+
+from trafficsigns import plots
+from trafficsigns.config import Params
+from trafficsigns.fsutil import write_text
+from trafficsigns.h5store import read_dataset
+from trafficsigns.metrics import classification_metrics, per_class_accuracy
+from trafficsigns.models import load_model
+from trafficsigns.paths import BEST_MODEL, DATASET, EVALUATE_METRICS, EVALUATE_PLOTS
+
+
+def csv_text(header: str, rows) -> str:
+    return "\n".join([header, *(",".join(str(v) for v in row) for row in rows)]) + "\n"
+
+
+def main(params: Params) -> None:
+    ds = read_dataset(DATASET, splits=("test",))
+    x, y = ds.x["test"], ds.y["test"]
+    probs = load_model(BEST_MODEL).predict(x, batch_size=params.evaluate.batch_size, verbose=0)
+    headline, confusion = classification_metrics(probs, y)
+    per_class = per_class_accuracy(confusion)
+    write_text(EVALUATE_METRICS, json.dumps(headline, indent=2) + "\n")
+    # One row per test image: DVC's `confusion` template counts them into the matrix.
+    write_text(EVALUATE_PLOTS / "confusion.csv", csv_text("actual,predicted", zip(y, probs.argmax(axis=1))))
+    write_text(EVALUATE_PLOTS / "per_class_accuracy.csv",
+               csv_text("class,accuracy", ((f"{i:02d} {n}", round(float(a), 6))
+                                           for i, (n, a) in enumerate(zip(ds.class_names, per_class))
+                                           if not np.isnan(a))))
+    plots.per_class_bars(per_class, ds.class_names, EVALUATE_PLOTS / "per_class_accuracy.png")
+    plots.confusion_heatmap(confusion, EVALUATE_PLOTS / "confusion_matrix.png")
+    plots.error_gallery(x, y, probs, ds.class_names, EVALUATE_PLOTS / "worst_errors.png", params.evaluate.errors_shown)
+
+
+if __name__ == "__main__":
+    from trafficsigns.cli import run_stage
+
+    run_stage(main)

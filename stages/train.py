@@ -1,0 +1,20 @@
+"""DVC stage `train`: fit the model on the train split, keep the best on val; dvclive logs per epoch."""
+import logging
+
+from trafficsigns.config import Params
+from trafficsigns.h5store import read_dataset
+from trafficsigns.paths import BEST_MODEL, DATASET, LAST_MODEL, TENSORBOARD_DIR, TRAIN_LIVE_DIR
+from trafficsigns.training import train
+
+
+def main(params: Params) -> None:
+    ds = read_dataset(DATASET, splits=("train", "val"))
+    summary = train(ds, params.model, params.train, BEST_MODEL, LAST_MODEL, TRAIN_LIVE_DIR, TENSORBOARD_DIR)
+    logging.getLogger(__name__).info("best val accuracy %.4f at epoch %d", summary["best_val_accuracy"],
+                                     summary["best_epoch"] + 1)
+
+
+if __name__ == "__main__":
+    from trafficsigns.cli import run_stage
+
+    run_stage(main)

@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny GTSRB-format archives made by the synthetic generator (real format, seconds)."""
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from trafficsigns.synthetic import write_synthetic_gtsrb
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_raw_master(tmp_path_factory) -> Path:
+    raw = tmp_path_factory.mktemp("raw")
+    write_synthetic_gtsrb(raw, seed=1, train_tracks_per_class=2, test_tracks_per_class=1, frames_per_track=3,
+                          workers=1)
+    return raw
+
+
+@pytest.fixture
+def tiny_raw(tiny_raw_master, tmp_path) -> Path:
+    """A private copy of the tiny archives, free to be damaged by the test."""
+    raw = tmp_path / "data" / "raw"
+    shutil.copytree(tiny_raw_master, raw)
+    return raw
+
+
+def rewrite_member(archive: Path, member: str, transform) -> None:
+    """Replace one member of a zip by transform(old bytes); transform returning None deletes it."""
+    with zipfile.ZipFile(archive) as zf:
+        items = [(info, zf.read(info)) for info in zf.infolist()]
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for info, data in items:
+            if info.filename == member:
+                data = transform(data)
+                if data is None:
+                    continue
+            zf.writestr(info, data)
+
+
+TINY_PARAMS = {
+    "prepare": {"size": 24, "mode": "L"},
+    "model": {"name": "mnist_cnn"},
+    "train": {"epochs": 2, "batch_size": 32},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_raw_master, tmp_path_factory) -> Path:
+    """The tiny archives through the real `prepare` stage: a dataset.h5 at 24 px L."""
+    import contextlib
+
+    from stages import prepare
+    from trafficsigns.config import parse_params
+
+    project = tmp_path_factory.mktemp("project")
+    shutil.copytree(tiny_raw_master, project / "data" / "raw")
+    with contextlib.chdir(project):
+        prepare.main(parse_params(TINY_PARAMS))
+    return project / "data" / "prepared" / "dataset.h5"

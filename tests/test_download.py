@@ -1,0 +1,267 @@
+"""download.py against a real HTTP server on 127.0.0.1 that can drop, fail, stall or ignore ranges on demand."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from trafficsigns.download import fetch, fetch_all, md5sum
+from trafficsigns.errors import PipelineError
+
+pytestmark = pytest.mark.timeout(30)
+
+_rng = random.Random(0)
+FILES = {f"archive{i}.zip": _rng.randbytes(size) for i, size in enumerate((100_000, 5_000, 1))}
+MD5 = {name: hashlib.md5(data).hexdigest() for name, data in FILES.items()}
+BIG = "archive0.zip"
+K = 12_345  # bytes served before a dropped connection
+FAST = dict(retries=3, backoff=0.01, timeout=2.0)  # retries must stay cheap
+
+
+@dataclass
+class Server:
+    """What the handler serves, the faults it injects (each list is consumed one request at a time) and what it saw."""
+    url: str
+    files: dict[str, bytes] = field(default_factory=lambda: dict(FILES))
+    drops: list[int] = field(default_factory=list)  # body bytes to send before hanging up
+    statuses: list[int] = field(default_factory=list)  # error statuses to answer instead of the file
+    stalls: list[float] = field(default_factory=list)  # seconds to wait before answering
+    pauses: list[float] = field(default_factory=list)  # seconds to wait after the (partial) body
+    ignore_range: bool = False
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    sent: list[int] = field(default_factory=list)  # body bytes written per served request
+
+    def ranges(self) -> list[str | None]:
+        return [headers.get("Range") for _, headers in self.requests]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        st: Server = self.server.state
+        name = self.path.lstrip("/")
+        st.requests.append((name, dict(self.headers)))
+        if st.stalls:
+            time.sleep(st.stalls.pop(0))
+        if st.statuses:
+            return self._empty(st.statuses.pop(0))
+        if name not in st.files:
+            return self._empty(404)
+        body = st.files[name]
+        start = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        if start and not st.ignore_range:
+            start = int(start[1])
+            if start >= len(body):
+                return self._empty(416, {"Content-Range": f"bytes */{len(body)}"})
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            body = body[start:]
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))  # the full length, even when dropping early
+        self.end_headers()
+        if st.drops:
+            body = body[:st.drops.pop(0)]
+            self.close_connection = True
+        self.wfile.write(body)
+        st.sent.append(len(body))
+        if st.pauses:
+            time.sleep(st.pauses.pop(0))
+
+    def _empty(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _direct(monkeypatch):
+    """Reach 127.0.0.1 directly even where the environment configures an HTTP proxy."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.state = Server(url=f"http://127.0.0.1:{httpd.server_address[1]}")
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield httpd.state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part") or ".tmp" in p.name)
+
+
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_fetch_all_downloads_and_verifies(server, tmp_path, slash):
+    paths = fetch_all(MD5, tmp_path, base_url=server.url + slash, **FAST)
+    assert paths == [tmp_path / name for name in FILES]
+    assert {p.name: p.read_bytes() for p in paths} == FILES
+    assert _leftovers(tmp_path) == []
+    assert [name for name, _ in server.requests] == list(FILES)
+
+
+def test_checksum_mismatch_names_file_and_sums(server, tmp_path):
+    server.files[BIG] = b"not the archive"
+    with pytest.raises(PipelineError) as err:
+        fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    message = str(err.value)
+    for part in (BIG, MD5[BIG], hashlib.md5(b"not the archive").hexdigest(), "data.verify: false"):
+        assert part in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dropped_connection_resumes_with_range(server, tmp_path):
+    server.drops = [K]
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    assert server.ranges() == [None, f"bytes={K}-"]
+    assert md5sum(tmp_path / BIG) == MD5[BIG]
+    assert _leftovers(tmp_path) == []
+
+
+def test_part_from_earlier_run_is_resumed(server, tmp_path):
+    (tmp_path / f"{BIG}.part").write_bytes(FILES[BIG][:K])
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    assert server.ranges() == [f"bytes={K}-"]
+    assert server.sent == [len(FILES[BIG]) - K]
+    assert (tmp_path / BIG).read_bytes() == FILES[BIG]
+
+
+def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
+    server.ignore_range = True
+    stale = b"stale bytes from another file"
+    (tmp_path / f"{BIG}.part").write_bytes(stale)
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    assert server.ranges() == [f"bytes={len(stale)}-"]
+    assert (tmp_path / BIG).read_bytes() == FILES[BIG]
+
+
+@pytest.mark.parametrize("part", [FILES[BIG], FILES[BIG] + b"longer than the file"], ids=["whole", "too-long"])
+def test_range_not_satisfiable(server, tmp_path, part):
+    """A whole .part (the previous run died before the rename) is kept; a too-long one is restarted."""
+    (tmp_path / f"{BIG}.part").write_bytes(part)
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    assert (tmp_path / BIG).read_bytes() == FILES[BIG]
+    assert server.sent == ([] if part == FILES[BIG] else [len(FILES[BIG])])
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_transient_status_is_retried(server, tmp_path, status):
+    server.statuses = [status]
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    assert len(server.requests) == 2
+    assert (tmp_path / BIG).read_bytes() == FILES[BIG]
+
+
+def test_stalled_server_times_out_and_is_retried(server, tmp_path):
+    server.stalls = [1.0]
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], retries=3, backoff=0.01, timeout=0.2)
+    assert len(server.requests) == 2
+    assert (tmp_path / BIG).read_bytes() == FILES[BIG]
+
+
+def test_stall_mid_body_times_out_and_resumes(server, tmp_path):
+    server.drops, server.pauses = [K], [1.0]
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], retries=3, backoff=0.01, timeout=0.2)
+    assert server.ranges() == [None, f"bytes={K}-"]
+    assert (tmp_path / BIG).read_bytes() == FILES[BIG]
+
+
+def test_server_down_says_how_to_work_offline(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/{BIG}"
+    with pytest.raises(PipelineError) as err:
+        fetch(url, tmp_path / BIG, md5=MD5[BIG], **FAST)
+    message = str(err.value)
+    assert url in message and "connection refused" in message
+    assert "data.mirror" in message and "data.source=synthetic" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_giving_up_mid_transfer_keeps_part_for_next_run(server, tmp_path):
+    server.drops = [K] * 4
+    with pytest.raises(PipelineError, match="connection dropped.*data.mirror"):
+        fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    assert not (tmp_path / BIG).exists()
+    assert (tmp_path / f"{BIG}.part").read_bytes() == FILES[BIG][:4 * K]
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    assert server.ranges()[-1] == f"bytes={4 * K}-"
+    assert (tmp_path / BIG).read_bytes() == FILES[BIG]
+
+
+def test_persistent_server_error_gives_up(server, tmp_path):
+    server.statuses = [500] * 4
+    with pytest.raises(PipelineError, match=r"HTTP 500.*data\.mirror.*data\.source=synthetic"):
+        fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    assert len(server.requests) == 4
+    assert not (tmp_path / BIG).exists()
+
+
+def test_not_found_is_not_retried(server, tmp_path):
+    url = f"{server.url}/missing.zip"
+    with pytest.raises(PipelineError) as err:
+        fetch(url, tmp_path / "missing.zip", md5=None, **FAST)
+    assert url in str(err.value) and "404" in str(err.value)
+    assert len(server.requests) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("as_uri", [False, True], ids=["folder", "file-url"])
+def test_local_mirror(tmp_path, as_uri):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name, data in FILES.items():
+        (mirror / name).write_bytes(data)
+    out = tmp_path / "out"
+    fetch_all(MD5, out, mirror=mirror.as_uri() if as_uri else str(mirror), base_url="http://127.0.0.1:9/")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == FILES
+
+    with pytest.raises(PipelineError, match="absent.zip"):
+        fetch_all({"absent.zip": "0" * 32}, out, mirror=mirror.as_uri() if as_uri else str(mirror), base_url="")
+    assert not (out / "absent.zip").exists()
+
+
+def test_local_mirror_checksum_mismatch_leaves_nothing(tmp_path):
+    (tmp_path / BIG).write_bytes(b"other content")
+    out = tmp_path / "out"
+    with pytest.raises(PipelineError, match=MD5[BIG]):
+        fetch(str(tmp_path / BIG), out / BIG, md5=MD5[BIG])
+    assert list(out.iterdir()) == []
+
+
+def test_existing_verified_file_is_not_fetched_again(server, tmp_path, caplog):
+    (tmp_path / BIG).write_bytes(FILES[BIG])
+    with caplog.at_level(logging.INFO, logger="trafficsigns.download"):
+        fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    assert server.requests == []
+    assert "already present" in caplog.text
+
+
+def test_existing_corrupt_file_is_replaced(server, tmp_path):
+    (tmp_path / BIG).write_bytes(b"corrupt")
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    assert (tmp_path / BIG).read_bytes() == FILES[BIG]
+
+
+def test_verify_false_accepts_other_content(server, tmp_path):
+    server.files[BIG] = b"a mirror's own build of the archive"
+    [path] = fetch_all({BIG: MD5[BIG]}, tmp_path, base_url=server.url, verify=False, **FAST)
+    assert path.read_bytes() == b"a mirror's own build of the archive"

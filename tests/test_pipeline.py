@@ -1,0 +1,117 @@
+"""End to end through DVC, in a throw-away copy of this repo: what a user does, and what CI reproduces."""
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "data": {"synthetic": {"train_tracks_per_class": 2, "test_tracks_per_class": 1, "frames_per_track": 4}},
+    "model": {"name": "mnist_cnn"},
+    "train": {"epochs": 2, "batch_size": 32},
+}
+# Timing figures vary run to run; everything else in the metrics must be reproduced exactly.
+TIMING_KEYS = {"epoch_seconds", "images_per_second", "train_seconds"}
+
+
+def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    if check and result.returncode:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def copy_repo(dest: Path, params: dict | None = None) -> Path:
+    """The repo's files as git sees them (tracked + new, not ignored), committed in a fresh git repo."""
+    files = sh(ROOT, "git", "ls-files", "--cached", "--others", "--exclude-standard", "-z").stdout.split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    if params is not None:
+        merged = yaml.safe_load((ROOT / "params.yaml").read_text())
+        for section, values in params.items():
+            for key, value in values.items():
+                if isinstance(value, dict):
+                    merged[section][key].update(value)
+                else:
+                    merged[section][key] = value
+        (dest / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
+    sh(dest, "git", "init", "-q")
+    sh(dest, "git", "add", "-A")
+    sh(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
+    return dest
+
+
+def test_tiny_pipeline_through_dvc(tmp_path):
+    repo = copy_repo(tmp_path, TINY)
+    first = sh(repo, "dvc", "repro")
+    for stage in ("download", "prepare", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in first.stdout
+    assert (repo / "models" / "best.keras").exists() and (repo / "data" / "prepared" / "dataset.h5").exists()
+
+    again = sh(repo, "dvc", "repro")
+    assert "Running stage" not in again.stdout, "nothing changed, yet a stage re-ran"
+
+    metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
+    assert "metrics/evaluate.json" in json.dumps(metrics) and "accuracy" in json.dumps(metrics)
+
+    # A train.* change re-runs train and evaluate only.
+    sh(repo, "dvc", "exp", "run", "-S", "train.epochs=1", "-S", "model.filters=4")
+    rows = list(csv.DictReader(io.StringIO(sh(repo, "dvc", "exp", "show", "--csv").stdout)))
+    assert any(row.get("model.filters") == "4" and row.get("accuracy") for row in rows), rows
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["learning_rate"] = 0.002
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    partial = sh(repo, "dvc", "repro")
+    assert "Running stage 'download'" not in partial.stdout and "Running stage 'prepare'" not in partial.stdout
+    assert "Running stage 'train'" in partial.stdout and "Running stage 'evaluate'" in partial.stdout
+
+    plots = sh(repo, "dvc", "plots", "show", "--json")
+    assert "confusion" in plots.stdout or "plots/evaluate/confusion.csv" in plots.stdout
+
+
+def test_typo_in_params_fails_with_one_clear_line(tmp_path):
+    repo = copy_repo(tmp_path, TINY)
+    text = (repo / "params.yaml").read_text().replace("  epochs:", "  epoch:")
+    (repo / "params.yaml").write_text(text)
+    result = sh(repo, sys.executable, "-m", "stages.train", check=False)
+    assert result.returncode == 1
+    assert "error: invalid params: unknown key 'train.epoch'" in result.stderr
+
+
+def _comparable(metrics: dict, prefix: str = "") -> dict:
+    """Flattened metrics without the timing keys."""
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(_comparable(value, f"{prefix}{key}."))
+        elif key not in TIMING_KEYS:
+            flat[prefix + key] = value
+    return flat
+
+
+def test_default_pipeline_reproduces_committed_metrics(tmp_path):
+    """CI re-runs the committed default pipeline from scratch and must get the committed metrics.
+
+    Tolerance: 1e-6 absolute on each float. CPU runs are bit-identical for the same host kind (seeded,
+    op determinism, oneDNN pinned), so the tolerance only absorbs JSON float formatting.
+    """
+    repo = copy_repo(tmp_path)
+    sh(repo, "dvc", "repro", "--force")
+    for name in ("metrics/evaluate.json", "metrics/train/metrics.json"):
+        got = _comparable(json.loads((repo / name).read_text()))
+        committed = _comparable(json.loads((ROOT / name).read_text()))
+        assert got == pytest.approx(committed, abs=1e-6, rel=0), name
