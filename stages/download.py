@@ -1,8 +1,9 @@
-"""DVC stage `download`: the three GTSRB archives into data/raw/ (official, a mirror, or synthetic)."""
+"""DVC stage `download`: the raw data into data/raw/: GTSRB's three archives (official, mirror or
+synthetic) or MNIST's mnist.npz."""
 import shutil
 
 from trafficsigns.config import Params
-from trafficsigns.download import GTSRB_ARCHIVES, GTSRB_BASE_URL, fetch_all
+from trafficsigns.download import GTSRB_ARCHIVES, GTSRB_BASE_URL, MNIST_ARCHIVES, MNIST_BASE_URL, fetch_all
 from trafficsigns.fsutil import atomic_path
 from trafficsigns.paths import DOWNLOAD_CACHE, RAW_DIR
 from trafficsigns.synthetic import write_synthetic_gtsrb
@@ -16,10 +17,10 @@ def main(params: Params) -> None:
         write_synthetic_gtsrb(RAW_DIR, seed=data.seed, train_tracks_per_class=s.train_tracks_per_class,
                               test_tracks_per_class=s.test_tracks_per_class, frames_per_track=s.frames_per_track)
         return
+    files, base_url = (GTSRB_ARCHIVES, GTSRB_BASE_URL) if data.source == "gtsrb" else (MNIST_ARCHIVES, MNIST_BASE_URL)
     # Download into a cache outside DVC's outputs (DVC empties data/raw before each run, which would
-    # throw away a partial transfer), then copy the verified archives into place.
-    for path in fetch_all(GTSRB_ARCHIVES, DOWNLOAD_CACHE, mirror=data.mirror, base_url=GTSRB_BASE_URL,
-                          verify=data.verify):
+    # throw away a partial transfer), then copy the verified files into place.
+    for path in fetch_all(files, DOWNLOAD_CACHE, mirror=data.mirror, base_url=base_url, verify=data.verify):
         with atomic_path(RAW_DIR / path.name) as tmp:
             shutil.copyfile(path, tmp)
 

@@ -1,19 +1,19 @@
-"""DVC stage `prepare`: raw archives -> data/prepared/dataset.h5, plus data plots in plots/data/."""
+"""DVC stage `prepare`: raw data -> data/prepared/dataset.h5, plus data plots in plots/data/."""
 from trafficsigns import plots
 from trafficsigns.config import Params
-from trafficsigns.dataset import build_gtsrb
+from trafficsigns.dataset import BUILDERS
 from trafficsigns.h5store import write_dataset
 from trafficsigns.paths import DATA_PLOTS, DATASET, RAW_DIR
 
 
 def main(params: Params) -> None:
-    ds, raw_sizes = build_gtsrb(RAW_DIR, params.prepare, params.data.source)
+    ds, raw_sizes = BUILDERS[params.data.source](RAW_DIR, params.prepare, params.data.source)
     write_dataset(DATASET, ds)
     plots.class_histogram(ds.y, ds.num_classes, DATA_PLOTS / "class_histogram.png")
     plots.size_histogram(raw_sizes, DATA_PLOTS / "image_sizes.png")
-    p = params.prepare
+    meta = ds.meta
     plots.sample_grid(ds.x["train"], ds.y["train"], ds.class_names, DATA_PLOTS / "samples.png",
-                      title=f"One training image per class, {p.size} px {p.mode}")
+                      title=f"One training image per class, {meta['size']} px {meta['mode']}")
 
 
 if __name__ == "__main__":

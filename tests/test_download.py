@@ -1,11 +1,16 @@
 """download.py against a real HTTP server on 127.0.0.1 that can drop, fail, stall or ignore ranges on demand."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import os
 import random
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from trafficsigns.download import fetch, fetch_all, md5sum
+from tests.conftest import ROOT
+from trafficsigns.download import fetch, fetch_all
+from trafficsigns.fsutil import md5sum
 from trafficsigns.errors import PipelineError
 
 pytestmark = pytest.mark.timeout(30)
@@ -37,6 +44,7 @@ class Server:
     stalls: list[float] = field(default_factory=list)  # seconds to wait before answering
     pauses: list[float] = field(default_factory=list)  # seconds to wait after the (partial) body
     ignore_range: bool = False
+    trickles: list[float] = field(default_factory=list)  # seconds between 4 KiB pieces of the body
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     sent: list[int] = field(default_factory=list)  # body bytes written per served request
 
@@ -71,7 +79,17 @@ class _Handler(BaseHTTPRequestHandler):
         if st.drops:
             body = body[:st.drops.pop(0)]
             self.close_connection = True
-        self.wfile.write(body)
+        if st.trickles:
+            delay = st.trickles.pop(0)
+            try:
+                for i in range(0, len(body), 4096):
+                    self.wfile.write(body[i:i + 4096])
+                    self.wfile.flush()
+                    time.sleep(delay)
+            except (BrokenPipeError, ConnectionResetError):  # the client was killed, as the test intends
+                return
+        else:
+            self.wfile.write(body)
         st.sent.append(len(body))
         if st.pauses:
             time.sleep(st.pauses.pop(0))
@@ -120,7 +138,7 @@ def test_fetch_all_downloads_and_verifies(server, tmp_path, slash):
 def test_checksum_mismatch_names_file_and_sums(server, tmp_path):
     server.files[BIG] = b"not the archive"
     with pytest.raises(PipelineError) as err:
-        fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+        fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
     message = str(err.value)
     for part in (BIG, MD5[BIG], hashlib.md5(b"not the archive").hexdigest(), "data.verify: false"):
         assert part in message
@@ -129,7 +147,7 @@ def test_checksum_mismatch_names_file_and_sums(server, tmp_path):
 
 def test_dropped_connection_resumes_with_range(server, tmp_path):
     server.drops = [K]
-    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
     assert server.ranges() == [None, f"bytes={K}-"]
     assert md5sum(tmp_path / BIG) == MD5[BIG]
     assert _leftovers(tmp_path) == []
@@ -137,7 +155,7 @@ def test_dropped_connection_resumes_with_range(server, tmp_path):
 
 def test_part_from_earlier_run_is_resumed(server, tmp_path):
     (tmp_path / f"{BIG}.part").write_bytes(FILES[BIG][:K])
-    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
     assert server.ranges() == [f"bytes={K}-"]
     assert server.sent == [len(FILES[BIG]) - K]
     assert (tmp_path / BIG).read_bytes() == FILES[BIG]
@@ -147,7 +165,7 @@ def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
     server.ignore_range = True
     stale = b"stale bytes from another file"
     (tmp_path / f"{BIG}.part").write_bytes(stale)
-    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
     assert server.ranges() == [f"bytes={len(stale)}-"]
     assert (tmp_path / BIG).read_bytes() == FILES[BIG]
 
@@ -156,7 +174,7 @@ def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
 def test_range_not_satisfiable(server, tmp_path, part):
     """A whole .part (the previous run died before the rename) is kept; a too-long one is restarted."""
     (tmp_path / f"{BIG}.part").write_bytes(part)
-    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
     assert (tmp_path / BIG).read_bytes() == FILES[BIG]
     assert server.sent == ([] if part == FILES[BIG] else [len(FILES[BIG])])
 
@@ -164,21 +182,21 @@ def test_range_not_satisfiable(server, tmp_path, part):
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_transient_status_is_retried(server, tmp_path, status):
     server.statuses = [status]
-    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
     assert len(server.requests) == 2
     assert (tmp_path / BIG).read_bytes() == FILES[BIG]
 
 
 def test_stalled_server_times_out_and_is_retried(server, tmp_path):
     server.stalls = [1.0]
-    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], retries=3, backoff=0.01, timeout=0.2)
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], retries=3, backoff=0.01, timeout=0.2)
     assert len(server.requests) == 2
     assert (tmp_path / BIG).read_bytes() == FILES[BIG]
 
 
 def test_stall_mid_body_times_out_and_resumes(server, tmp_path):
     server.drops, server.pauses = [K], [1.0]
-    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], retries=3, backoff=0.01, timeout=0.2)
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], retries=3, backoff=0.01, timeout=0.2)
     assert server.ranges() == [None, f"bytes={K}-"]
     assert (tmp_path / BIG).read_bytes() == FILES[BIG]
 
@@ -189,7 +207,7 @@ def test_server_down_says_how_to_work_offline(tmp_path):
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/{BIG}"
     with pytest.raises(PipelineError) as err:
-        fetch(url, tmp_path / BIG, md5=MD5[BIG], **FAST)
+        fetch(url, tmp_path / BIG, checksum=MD5[BIG], **FAST)
     message = str(err.value)
     assert url in message and "connection refused" in message
     assert "data.mirror" in message and "data.source=synthetic" in message
@@ -199,10 +217,10 @@ def test_server_down_says_how_to_work_offline(tmp_path):
 def test_giving_up_mid_transfer_keeps_part_for_next_run(server, tmp_path):
     server.drops = [K] * 4
     with pytest.raises(PipelineError, match="connection dropped.*data.mirror"):
-        fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+        fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
     assert not (tmp_path / BIG).exists()
     assert (tmp_path / f"{BIG}.part").read_bytes() == FILES[BIG][:4 * K]
-    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
     assert server.ranges()[-1] == f"bytes={4 * K}-"
     assert (tmp_path / BIG).read_bytes() == FILES[BIG]
 
@@ -210,7 +228,7 @@ def test_giving_up_mid_transfer_keeps_part_for_next_run(server, tmp_path):
 def test_persistent_server_error_gives_up(server, tmp_path):
     server.statuses = [500] * 4
     with pytest.raises(PipelineError, match=r"HTTP 500.*data\.mirror.*data\.source=synthetic"):
-        fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+        fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
     assert len(server.requests) == 4
     assert not (tmp_path / BIG).exists()
 
@@ -218,7 +236,7 @@ def test_persistent_server_error_gives_up(server, tmp_path):
 def test_not_found_is_not_retried(server, tmp_path):
     url = f"{server.url}/missing.zip"
     with pytest.raises(PipelineError) as err:
-        fetch(url, tmp_path / "missing.zip", md5=None, **FAST)
+        fetch(url, tmp_path / "missing.zip", checksum=None, **FAST)
     assert url in str(err.value) and "404" in str(err.value)
     assert len(server.requests) == 1
     assert list(tmp_path.iterdir()) == []
@@ -243,21 +261,21 @@ def test_local_mirror_checksum_mismatch_leaves_nothing(tmp_path):
     (tmp_path / BIG).write_bytes(b"other content")
     out = tmp_path / "out"
     with pytest.raises(PipelineError, match=MD5[BIG]):
-        fetch(str(tmp_path / BIG), out / BIG, md5=MD5[BIG])
+        fetch(str(tmp_path / BIG), out / BIG, checksum=MD5[BIG])
     assert list(out.iterdir()) == []
 
 
 def test_existing_verified_file_is_not_fetched_again(server, tmp_path, caplog):
     (tmp_path / BIG).write_bytes(FILES[BIG])
     with caplog.at_level(logging.INFO, logger="trafficsigns.download"):
-        fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+        fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
     assert server.requests == []
     assert "already present" in caplog.text
 
 
 def test_existing_corrupt_file_is_replaced(server, tmp_path):
     (tmp_path / BIG).write_bytes(b"corrupt")
-    fetch(f"{server.url}/{BIG}", tmp_path / BIG, md5=MD5[BIG], **FAST)
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
     assert (tmp_path / BIG).read_bytes() == FILES[BIG]
 
 
@@ -265,3 +283,55 @@ def test_verify_false_accepts_other_content(server, tmp_path):
     server.files[BIG] = b"a mirror's own build of the archive"
     [path] = fetch_all({BIG: MD5[BIG]}, tmp_path, base_url=server.url, verify=False, **FAST)
     assert path.read_bytes() == b"a mirror's own build of the archive"
+
+
+def test_download_killed_by_a_signal_resumes_on_rerun(server, tmp_path):
+    """SIGKILL mid-transfer (no cleanup runs at all), then run again: it resumes and verifies."""
+    server.trickles = [0.02]  # the first transfer takes ~0.5 s: time to kill it halfway
+    dest = tmp_path / BIG
+    part = tmp_path / (BIG + ".part")
+    code = f"from trafficsigns.download import fetch; fetch({server.url + '/' + BIG!r}, {str(dest)!r}, checksum={MD5[BIG]!r})"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 20
+    while not (part.exists() and part.stat().st_size >= 8192) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    have = part.stat().st_size
+    assert 0 < have < len(FILES[BIG]) and not dest.exists()
+
+    fetch(f"{server.url}/{BIG}", dest, checksum=MD5[BIG], **FAST)
+    assert server.ranges()[-1] == f"bytes={have}-"
+    assert md5sum(dest) == MD5[BIG] and not part.exists()
+
+
+def test_disk_full_mid_download_is_one_clear_error(server, tmp_path, monkeypatch):
+    """ENOSPC while writing the .part: a clear error and no partial file left behind."""
+    import builtins
+
+    real_open = builtins.open
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        return FullDisk(f) if str(path).endswith(".part") else f
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    with pytest.raises(PipelineError, match="no space left on device while downloading"):
+        fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
+    assert _leftovers(tmp_path) == [] and not (tmp_path / BIG).exists()

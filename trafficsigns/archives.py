@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,11 @@ TRAIN_DIR = "GTSRB/Final_Training/Images"
 TEST_DIR = "GTSRB/Final_Test/Images"
 TEST_GT_CSV = "GT-final_test.csv"
 CSV_COLUMNS = ("Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2")
+# Hostile-archive limits, far above the official archives (39,209 images, well under 1 GB unpacked, each under 1 MB).
+MAX_MEMBERS = 200_000
+MAX_UNPACKED_BYTES = 8 << 30
+MAX_MEMBER_BYTES = 64 << 20
+MAX_RATIO = 200  # uncompressed / compressed, for members over 1 MiB
 # A track id packs (class, track number) into one int so that the val split can group by it.
 TRACK_BASE = 100_000
 
@@ -45,12 +51,44 @@ class Split:
 
 
 def open_zip(path: Path) -> zipfile.ZipFile:
+    """Open an archive and refuse it whole if any member is hostile (see `check_members`)."""
     try:
-        return zipfile.ZipFile(path)
+        zf = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise PipelineError(f"{path}: archive not found (run the download stage first)") from None
     except (zipfile.BadZipFile, OSError) as exc:
         raise PipelineError(f"{path}: not a readable zip archive ({exc}); delete it and download again") from None
+    try:
+        check_members(zf, path)
+    except PipelineError:
+        zf.close()
+        raise
+    return zf
+
+
+def check_members(zf: zipfile.ZipFile, path: Path) -> None:
+    """Refuse zip slip (members escaping the folder, symlinks) and zip bombs, before reading anything.
+
+    Nothing is ever extracted to disk, but an archive with such members is not an honest GTSRB
+    archive, and declared sizes are all a reader has to go by before decompressing.
+    """
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise PipelineError(f"{path}: {len(infos)} members, over the limit of {MAX_MEMBERS} (a zip bomb?)")
+    total = sum(info.file_size for info in infos)
+    if total > MAX_UNPACKED_BYTES:
+        raise PipelineError(f"{path}: declares {total / 2**30:.1f} GiB unpacked, over the limit of "
+                            f"{MAX_UNPACKED_BYTES / 2**30:.0f} GiB (a zip bomb?)")
+    for info in infos:
+        name = info.filename
+        if name.startswith(("/", "\\")) or "\\" in name or ".." in name.split("/") or name[1:2] == ":":
+            raise PipelineError(f"{path}: member {name!r} escapes the archive's folder (zip slip); refused")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise PipelineError(f"{path}: member {name!r} is a symbolic link; refused")
+        if info.file_size > MAX_MEMBER_BYTES or (
+                info.file_size > 1 << 20 and info.file_size > MAX_RATIO * max(info.compress_size, 1)):
+            raise PipelineError(f"{path}: member {name!r} declares {info.file_size} bytes from "
+                                f"{info.compress_size} compressed, over the limits (a zip bomb?)")
 
 
 def _read_csv(zf: zipfile.ZipFile, member: str, with_class: bool) -> list[dict[str, str]]:
@@ -70,19 +108,27 @@ def _read_csv(zf: zipfile.ZipFile, member: str, with_class: bool) -> list[dict[s
 
 
 def _parse_rows(rows: list[dict[str, str]], where: str, with_class: bool):
-    """Turn CSV rows into integer arrays, naming the line of the first bad value."""
+    """Turn CSV rows into integer arrays, naming the line of the first bad row."""
     numeric = CSV_COLUMNS[1:] + (("ClassId",) if with_class else ())
     values = np.zeros((len(rows), len(numeric)), dtype=np.int64)
+    seen: set[str] = set()
     for i, row in enumerate(rows):
-        line = i + 2  # header is line 1
+        at = f"{where} line {i + 2}"  # header is line 1
+        name = row["Filename"] or ""
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise PipelineError(f"{at}: Filename {name!r} is not a plain file name")
+        if name in seen:
+            raise PipelineError(f"{at}: Filename {name} is listed twice")
+        seen.add(name)
         try:
             values[i] = [int(row[c]) for c in numeric]
         except (TypeError, ValueError):
-            raise PipelineError(f"{where} line {line}: non-numeric value in {row}") from None
+            raise PipelineError(f"{at}: non-numeric value in {row}") from None
+        width, height, x1, y1, x2, y2 = values[i, :6]
+        if not (width > 0 and height > 0 and 0 <= x1 < x2 < width and 0 <= y1 < y2 < height):
+            raise PipelineError(f"{at}: ROI ({x1},{y1})-({x2},{y2}) is not inside the {width}x{height} image")
         if with_class and not 0 <= values[i, -1] < NUM_GTSRB_CLASSES:
-            raise PipelineError(
-                f"{where} line {line}: ClassId {values[i, -1]} is outside 0..{NUM_GTSRB_CLASSES - 1}"
-            )
+            raise PipelineError(f"{at}: ClassId {values[i, -1]} is outside 0..{NUM_GTSRB_CLASSES - 1}")
     return values[:, 0:2], values[:, 2:6], (values[:, 6] if with_class else None)
 
 

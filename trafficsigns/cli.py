@@ -23,3 +23,13 @@ def run_stage(main: Callable[[Params], None], argv: list[str] | None = None) -> 
     except KeyboardInterrupt:
         print("interrupted; nothing half-written was left at the outputs", file=sys.stderr)
         sys.exit(130)
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= low."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse

@@ -27,8 +27,8 @@ class SyntheticParams(_Section):
 
 
 class DataParams(_Section):
-    source: Literal["synthetic", "gtsrb"] = "synthetic"
-    mirror: str = Field("", description="base URL (http, https, file) or folder holding the official archives")
+    source: Literal["synthetic", "gtsrb", "mnist"] = "synthetic"
+    mirror: str = Field("", description="base URL (http, https, file) or folder holding the official files")
     verify: bool = True
     seed: int = 0
     synthetic: SyntheticParams = SyntheticParams()
@@ -40,10 +40,11 @@ class PrepareParams(_Section):
     roi_crop: bool = True
     val_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 0
+    on_bad_image: Literal["error", "skip"] = "error"
 
 
 class ModelParams(_Section):
-    name: Literal["v1", "mnist_cnn"] = "v1"
+    name: Literal["v1", "mnist_cnn", "dnn"] = "v1"
     filters: Optional[int] = Field(None, ge=1, le=1024, description="first conv width; null = the model's own")
     dense: Optional[int] = Field(None, ge=1, le=8192, description="dense width; null = the model's own")
     dropout: float = Field(0.5, ge=0, lt=1, description="dropout before the classifier")
@@ -56,11 +57,17 @@ class TrainParams(_Section):
     learning_rate: float = Field(1e-3, gt=0, le=10)
     seed: int = 0
     tensorboard: bool = False
+    resume: bool = False
 
 
 class EvaluateParams(_Section):
     batch_size: int = Field(512, ge=1, le=65536)
     errors_shown: int = Field(24, ge=0, le=400, description="images in the worst-errors gallery")
+
+
+class ExportParams(_Section):
+    enabled: bool = False
+    representative_count: int = Field(500, ge=1, le=100_000, description="training images that calibrate int8")
 
 
 class Params(_Section):
@@ -69,6 +76,7 @@ class Params(_Section):
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    export: ExportParams = ExportParams()
 
 
 def _describe(error: dict) -> str:

@@ -1,6 +1,6 @@
 """Fetch the dataset archives: resumable HTTP with retries, or a copy from a local mirror.
 
-Every file is checked against its md5 (unless the user opts out) and renamed into place only once
+Every file is checked against its md5 or sha256 (unless the user opts out) and renamed into place once
 complete, so an interrupted or corrupted transfer never leaves a half-written file at the destination.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import urllib3
 from tqdm import tqdm
 
 from .errors import PipelineError
-from .fsutil import atomic_path, md5sum
+from .fsutil import atomic_path, checksum_algorithm, file_checksum, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ GTSRB_ARCHIVES = {  # file name -> md5
     "GTSRB_Final_Test_Images.zip": "c7e4e6327067d32654124b0fe9e82185",
     "GTSRB_Final_Test_GT.zip": "fe31e9c9270bbcd7b84b7f21a9d9d9e5",
 }
+
+MNIST_BASE_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+MNIST_ARCHIVES = {"mnist.npz": "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"}  # sha256
 
 _URL_SCHEMES = ("http", "https", "file")
 # Failures worth another attempt, while connecting (requests) or streaming the body (urllib3):
@@ -42,34 +45,35 @@ class _Transient(Exception):
     """A server answer worth retrying (5xx, 429, a short body); the message says what happened."""
 
 
-def fetch(source: str, dest: Path, *, md5: str | None, timeout: float = 30.0, retries: int = 5,
+def fetch(source: str, dest: Path, *, checksum: str | None, timeout: float = 30.0, retries: int = 5,
           backoff: float = 1.0, chunk_size: int = 1 << 20) -> Path:
     """Put the file at `source` (http(s) or file:// URL, or a local path) at `dest` and return `dest`.
 
-    An existing `dest` that verifies (or any existing `dest` when `md5` is None) is kept as is, so
+    `checksum` is the expected md5 or sha256 hex digest (None: not verified). An existing `dest`
+    that verifies (or any existing `dest` when `checksum` is None) is kept as is, so
     re-runs cost nothing. HTTP transfers resume from `dest` + ".part" across attempts and runs.
     """
     dest = Path(dest)
     if dest.exists():
-        if md5 is None or md5sum(dest) == md5:
+        if checksum is None or _digest(dest, checksum) == checksum:
             log.info("%s already present; skipping download", dest)
             return dest
-        log.warning("%s exists but its md5 differs from %s; fetching it again", dest, md5)
+        log.warning("%s exists but its checksum differs from %s; fetching it again", dest, checksum)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if urlsplit(source).scheme in ("http", "https"):
-        _download(source, dest, md5, timeout, retries, backoff, chunk_size)
+        _download(source, dest, checksum, timeout, retries, backoff, chunk_size)
     else:
-        _copy(source, dest, md5, chunk_size)
+        _copy(source, dest, checksum, chunk_size)
     return dest
 
 
 def fetch_all(files: dict[str, str], dest_dir: Path, *, mirror: str = "", base_url: str, verify: bool = True,
               timeout: float = 30.0, retries: int = 5, backoff: float = 1.0) -> list[Path]:
-    """Fetch every `files` name (-> md5) from `mirror`, or `base_url` when no mirror is set, into `dest_dir`."""
+    """Fetch every `files` name (-> checksum) from `mirror`, or `base_url` when no mirror is set, into `dest_dir`."""
     base = mirror or base_url
-    return [fetch(_join(base, name), Path(dest_dir) / name, md5=md5 if verify else None,
+    return [fetch(_join(base, name), Path(dest_dir) / name, checksum=checksum if verify else None,
                   timeout=timeout, retries=retries, backoff=backoff)
-            for name, md5 in files.items()]
+            for name, checksum in files.items()]
 
 
 def _join(base: str, name: str) -> str:
@@ -84,19 +88,23 @@ def _progress(out: BinaryIO, name: str, total: int | None, initial: int = 0):
     return tqdm.wrapattr(out, "write", total=total, initial=initial, desc=name, disable=None, leave=False)
 
 
-def _verify(path: Path, md5: str | None, name: str, source: str) -> None:
-    """Raise if `path` does not match `md5`, deleting it first so a re-run starts afresh."""
-    if md5 is None:
+def _digest(path: Path, expected: str) -> str:
+    return file_checksum(path, checksum_algorithm(expected))
+
+
+def _verify(path: Path, checksum: str | None, name: str, source: str) -> None:
+    """Raise if `path` does not match `checksum`, deleting it first so a re-run starts afresh."""
+    if checksum is None:
         return
-    got = md5sum(path)
-    if got != md5:
+    got = _digest(path, checksum)
+    if got != checksum:
         path.unlink(missing_ok=True)
         raise PipelineError(
-            f"Checksum mismatch for {name} from {source}: expected md5 {md5}, got {got}. The file was "
+            f"Checksum mismatch for {name} from {source}: expected {checksum_algorithm(checksum)} {checksum}, got {got}. The file was "
             "deleted; if this mirror holds different content on purpose, set data.verify: false.")
 
 
-def _copy(source: str, dest: Path, md5: str | None, chunk_size: int) -> None:
+def _copy(source: str, dest: Path, checksum: str | None, chunk_size: int) -> None:
     """Copy a local path or file:// URL through a temporary file beside `dest`."""
     url = urlsplit(source)
     src = Path(url2pathname(url.path) if url.scheme == "file" else source).expanduser()
@@ -107,10 +115,10 @@ def _copy(source: str, dest: Path, md5: str | None, chunk_size: int) -> None:
         with open(src, "rb") as fin, open(tmp, "wb") as fout, \
                 _progress(fout, dest.name, src.stat().st_size) as out:
             shutil.copyfileobj(fin, out, chunk_size)
-        _verify(tmp, md5, dest.name, source)
+        _verify(tmp, checksum, dest.name, source)
 
 
-def _download(url: str, dest: Path, md5: str | None, timeout: float, retries: int, backoff: float,
+def _download(url: str, dest: Path, checksum: str | None, timeout: float, retries: int, backoff: float,
               chunk_size: int) -> None:
     """Download `url` into `dest`.part, retrying transient failures, then verify and rename onto `dest`."""
     part = dest.with_name(dest.name + ".part")
@@ -131,7 +139,13 @@ def _download(url: str, dest: Path, md5: str | None, timeout: float, retries: in
                 time.sleep(delay)
             except requests.RequestException as exc:  # a malformed URL, too many redirects...
                 raise PipelineError(f"Cannot download {url}: {exc}") from exc
-    _verify(part, md5, dest.name, url)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                part.unlink(missing_ok=True)
+                raise PipelineError(f"no space left on device while downloading {url} to {part}; the partial "
+                                    "file was removed. Free some space and run again.") from None
+    _verify(part, checksum, dest.name, url)
     os.replace(part, dest)
 
 

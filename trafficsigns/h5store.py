@@ -57,15 +57,38 @@ def read_meta(path: str | Path) -> dict:
 
 def read_dataset(path: str | Path, splits=SPLITS) -> Dataset:
     with _open(path) as f:
-        try:
-            x = {s: f[f"x_{s}"][...] for s in splits}
-            y = {s: f[f"y_{s}"][...].astype(np.int64) for s in splits}
-            tracks = {s: f[f"track_{s}"][...] for s in splits if f"track_{s}" in f}
-            names = [n.decode() if isinstance(n, bytes) else n for n in f["class_names"][...]]
-            meta = {k: json.loads(v) for k, v in f["meta"].attrs.items()}
-        except KeyError as exc:
-            raise PipelineError(f"{path}: not a dataset written by `prepare` (missing {exc}); re-run prepare") from None
-    return Dataset(x, y, names, tracks, meta)
+        needed = [f"{kind}_{s}" for s in splits for kind in ("x", "y")] + ["class_names", "meta"]
+        missing = [key for key in needed if key not in f]
+        if missing:
+            raise PipelineError(f"{path}: not a dataset written by `prepare` (missing {', '.join(missing)}); "
+                                "re-run prepare")
+        return Dataset(
+            x={s: f[f"x_{s}"][...] for s in splits},
+            y={s: f[f"y_{s}"][...].astype(np.int64) for s in splits},
+            class_names=[n.decode() if isinstance(n, bytes) else n for n in f["class_names"][...]],
+            tracks={s: f[f"track_{s}"][...] for s in splits if f"track_{s}" in f},
+            meta={k: json.loads(v) for k, v in f["meta"].attrs.items()},
+        )
+
+
+def check_dataset(ds: Dataset, path: str | Path, expected: dict) -> None:
+    """Stop with a clear message if the dataset is inconsistent or was prepared with other settings.
+
+    `expected` maps meta keys to the values the current params imply (size, mode, source...): a
+    mismatch means the HDF5 file is stale, e.g. params.yaml was edited without re-running `prepare`.
+    """
+    stale = {k: (ds.meta.get(k), v) for k, v in expected.items() if ds.meta.get(k) != v}
+    if stale:
+        diffs = ", ".join(f"{k}: file has {got!r}, params say {want!r}" for k, (got, want) in stale.items())
+        raise PipelineError(f"{path} is stale ({diffs}); re-run `dvc repro` (or the prepare stage)")
+    shape = (ds.meta.get("size"), ds.meta.get("size"), ds.meta.get("channels"))
+    for split, x in ds.x.items():
+        y = ds.y[split]
+        if x.dtype != np.float32 or x.shape[1:] != shape or len(x) != len(y) or not len(x):
+            raise PipelineError(f"{path}: x_{split}/y_{split} have shapes {x.shape}/{y.shape} and dtype {x.dtype}; "
+                                f"expected n > 0 float32 images of {shape} and n labels")
+        if y.min() < 0 or y.max() >= ds.num_classes:
+            raise PipelineError(f"{path}: y_{split} has class ids outside 0..{ds.num_classes - 1}")
 
 
 def _open(path: str | Path) -> h5py.File:

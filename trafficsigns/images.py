@@ -25,12 +25,23 @@ from trafficsigns.errors import PipelineError
 CHANNELS = {"RGB": 3, "RGB-HE": 3, "L": 1, "L-HE": 1, "L-LHE": 1, "L-CLAHE": 1}
 
 
+MAX_PIXELS = 4096 * 4096  # GTSRB images are at most 250 px a side: anything huge is a memory bomb
+
+
 def decode(data: bytes, where: str) -> Image.Image:
+    """Decode an image, checking its declared size before any pixel is allocated."""
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))  # reads the header only
+        if img.width * img.height > MAX_PIXELS:
+            raise PipelineError(f"{where}: image declares {img.width}x{img.height} pixels, over the limit of "
+                                f"{MAX_PIXELS} (a memory bomb?)")
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise PipelineError(f"{where}: image does not decode (not an image format Pillow reads)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise PipelineError(f"{where}: image does not decode ({exc})") from None
+    if img.width == 0 or img.height == 0:
+        raise PipelineError(f"{where}: image has zero size")
     return img.convert("RGB")
 
 
@@ -76,34 +87,47 @@ def prepare_image(data: bytes, where: str, size: int, mode: str, roi=None) -> np
 _zip_cache: dict[str, zipfile.ZipFile] = {}
 
 
-def _prepare_chunk(archive: str, items: list[tuple[str, tuple | None]], size: int, mode: str) -> np.ndarray:
+def _prepare_chunk(archive: str, items: list[tuple[str, tuple | None]], size: int, mode: str,
+                   skip_bad: bool) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Prepare some members of one archive; with `skip_bad`, a bad image is reported, not raised."""
     # Each worker process keeps its own handle: zip handles cannot be shared across processes.
     zf = _zip_cache.get(archive) or _zip_cache.setdefault(archive, zipfile.ZipFile(archive))
-    out = np.empty((len(items), size, size, CHANNELS[mode]), dtype=np.float32)
+    out = np.zeros((len(items), size, size, CHANNELS[mode]), dtype=np.float32)
+    bad = []
     for i, (member, roi) in enumerate(items):
         try:
-            data = zf.read(member)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise PipelineError(f"{archive}:{member}: cannot read ({exc}); the archive is corrupt") from None
-        out[i] = prepare_image(data, f"{archive}:{member}", size, mode, roi)
-    return out
+            try:
+                data = zf.read(member)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise PipelineError(f"{archive}:{member}: cannot read ({exc}); the archive is corrupt") from None
+            out[i] = prepare_image(data, f"{archive}:{member}", size, mode, roi)
+        except PipelineError as exc:
+            if not skip_bad:
+                raise
+            bad.append((i, str(exc)))
+    return out, bad
 
 
-def prepare_split(split: Split, size: int, mode: str, roi_crop: bool, desc: str, workers: int | None = None,
-                  chunk: int = 256) -> np.ndarray:
-    """All images of a split as one (n, size, size, c) float32 array, in CSV order, on all cores."""
+def prepare_split(split: Split, size: int, mode: str, roi_crop: bool, desc: str, skip_bad: bool = False,
+                  workers: int | None = None, chunk: int = 256) -> tuple[np.ndarray, dict[int, str]]:
+    """All images of a split as one (n, size, size, c) float32 array, in CSV order, on all cores.
+
+    Also returns {index: reason} of the images that failed (always empty unless `skip_bad`).
+    """
     if mode not in CHANNELS:
         raise PipelineError(f"unknown colour mode {mode!r}; allowed: {', '.join(CHANNELS)}")
     rois = [tuple(int(v) for v in r) if roi_crop else None for r in split.rois]
     items = list(zip(split.members, rois))
     chunks = [items[i:i + chunk] for i in range(0, len(items), chunk)]
-    work = partial(_prepare_chunk, str(split.archive), size=size, mode=mode)
+    work = partial(_prepare_chunk, str(split.archive), size=size, mode=mode, skip_bad=skip_bad)
     out = np.empty((len(items), size, size, CHANNELS[mode]), dtype=np.float32)
+    failed: dict[int, str] = {}
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool, \
             tqdm(total=len(items), desc=desc, unit="img", disable=None) as bar:
         start = 0
-        for block in pool.map(work, chunks):
+        for block, bad in pool.map(work, chunks):
             out[start:start + len(block)] = block
+            failed.update((start + i, reason) for i, reason in bad)
             start += len(block)
             bar.update(len(block))
-    return out
+    return out, failed

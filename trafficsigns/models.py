@@ -41,6 +41,20 @@ def two_conv_net(input_shape, num_classes: int, filters: int, dense: int, dropou
     )
 
 
+def dense_net(input_shape, num_classes: int, dense: int, name: str, **_) -> keras.Model:
+    """Flatten-Dense-Dense-Softmax, FIDLE's MNIST DNN (no convolution, no dropout: the baseline)."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            layers.Flatten(),
+            layers.Dense(dense, activation="relu"),
+            layers.Dense(dense, activation="relu"),
+            layers.Dense(num_classes, activation="softmax"),
+        ],
+        name=name,
+    )
+
+
 @dataclass(frozen=True)
 class Architecture:
     build: Callable[..., keras.Model]
@@ -52,6 +66,7 @@ class Architecture:
 ARCHITECTURES: dict[str, Architecture] = {
     "v1": Architecture(two_conv_net, filters=96, dense=1500, about="FIDLE GTSRB v1: Conv96-Conv192-Dense1500"),
     "mnist_cnn": Architecture(two_conv_net, filters=8, dense=100, about="FIDLE MNIST CNN: Conv8-Conv16-Dense100"),
+    "dnn": Architecture(dense_net, filters=0, dense=100, about="FIDLE MNIST DNN: Dense100-Dense100 (no conv)"),
 }
 
 

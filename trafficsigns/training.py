@@ -14,7 +14,8 @@ from dvclive import Live
 
 from trafficsigns.config import ModelParams, TrainParams
 from trafficsigns.h5store import Dataset
-from trafficsigns.models import build_model, save_model
+from trafficsigns.errors import PipelineError
+from trafficsigns.models import build_model, load_model, read_model_metadata, save_model
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +59,23 @@ class EpochLogger(keras.callbacks.Callback):
 
 
 class Checkpoints(keras.callbacks.Callback):
-    """Keeps the model of the best val accuracy and the last one, each written atomically."""
+    """Keeps the model of the best val accuracy and the last one, each written atomically.
 
-    def __init__(self, best: Path, last: Path, metadata: dict):
+    Metadata `epoch` counts completed epochs, so a resumed run starts at that epoch.
+    """
+
+    def __init__(self, best: Path, last: Path, metadata: dict, best_accuracy: float = -1.0, best_epoch: int = 0):
         super().__init__()
         self.best, self.last, self.metadata = best, last, metadata
-        self.best_accuracy, self.best_epoch = -1.0, -1
+        self.best_accuracy, self.best_epoch = best_accuracy, best_epoch
 
     def on_epoch_end(self, epoch, logs=None):
         accuracy = float(logs["val_accuracy"])
+        stamped = {**self.metadata, "epoch": epoch + 1, "val_accuracy": accuracy}
         if accuracy > self.best_accuracy:
-            self.best_accuracy, self.best_epoch = accuracy, epoch
-            save_model(self.model, self.best, {**self.metadata, "epoch": epoch + 1, "val_accuracy": accuracy})
-        save_model(self.model, self.last, {**self.metadata, "epoch": epoch + 1, "val_accuracy": accuracy})
+            self.best_accuracy, self.best_epoch = accuracy, epoch + 1
+            save_model(self.model, self.best, stamped)
+        save_model(self.model, self.last, stamped)
 
 
 def model_metadata(ds: Dataset, model_params: ModelParams, params: TrainParams) -> dict:
@@ -86,21 +91,57 @@ def model_metadata(ds: Dataset, model_params: ModelParams, params: TrainParams) 
     }
 
 
-def train(ds: Dataset, model_params: ModelParams, params: TrainParams, best: Path, last: Path, live_dir: Path,
-          tensorboard_dir: Path) -> dict:
-    """Fit on train, select on val (never test); returns a summary of the run."""
-    make_deterministic(params.seed)
-    log.info("devices: %s", ", ".join(d.name for d in tf.config.list_logical_devices()))
+# Settings that may differ between an interrupted run and the one that resumes it.
+RESUMABLE_CHANGES = {"epochs", "resume", "tensorboard"}
+
+
+def _resume_point(last: Path, best: Path, metadata: dict) -> tuple[keras.Model, int, float, int] | None:
+    """(model, completed epochs, best val accuracy, its epoch) from the last checkpoint, if compatible."""
+    if not last.exists():
+        log.info("train.resume: no %s yet; starting from scratch", last)
+        return None
+    saved = read_model_metadata(last)
+
+    def key(meta):
+        train = {k: v for k, v in meta["train"].items() if k not in RESUMABLE_CHANGES}
+        return meta["model"], train, meta["data_md5"], meta["preprocessing"]
+
+    if key(saved) != key(metadata):
+        raise PipelineError(f"train.resume: {last} was trained with other settings or data; "
+                            "set train.resume: false to start afresh")
+    best_meta = read_model_metadata(best) if best.exists() else saved
+    log.info("resuming from %s after epoch %d", last, saved["epoch"])
+    return load_model(last), saved["epoch"], best_meta["val_accuracy"], best_meta["epoch"]
+
+
+def _new_model(ds: Dataset, model_params: ModelParams, params: TrainParams) -> keras.Model:
     model = build_model(model_params, ds.input_shape, ds.num_classes)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    return model
+
+
+def train(ds: Dataset, model_params: ModelParams, params: TrainParams, best: Path, last: Path, live_dir: Path,
+          tensorboard_dir: Path) -> dict:
+    """Fit on train, select on val (never test); returns a summary of the run.
+
+    With `params.resume`, training continues from `last` (weights and optimizer state) and dvclive
+    continues the same step numbering (one step per epoch).
+    """
+    make_deterministic(params.seed)
+    log.info("devices: %s", ", ".join(d.name for d in tf.config.list_logical_devices()))
+    metadata = model_metadata(ds, model_params, params)
+    resumed = _resume_point(last, best, metadata) if params.resume else None
+    model, initial_epoch, best_accuracy, best_epoch = resumed or (_new_model(ds, model_params, params), 0, -1.0, 0)
     model.summary(print_fn=log.info)
-    checkpoints = Checkpoints(best, last, model_metadata(ds, model_params, params))
-    live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False)
-    callbacks = [EpochLogger(live, len(ds.y["train"])), checkpoints]
+    checkpoints = Checkpoints(best, last, metadata, best_accuracy, best_epoch)
+    live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resumed is not None)
+    live.step = initial_epoch
+    # Checkpoints first: an epoch is logged only once its model is safely on disk.
+    callbacks = [checkpoints, EpochLogger(live, len(ds.y["train"]))]
     if params.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
     started = time.perf_counter()
@@ -108,6 +149,7 @@ def train(ds: Dataset, model_params: ModelParams, params: TrainParams, best: Pat
         as_batches(ds.x["train"], ds.y["train"], params.batch_size, shuffle_seed=params.seed),
         validation_data=as_batches(ds.x["val"], ds.y["val"], params.batch_size),
         epochs=params.epochs,
+        initial_epoch=initial_epoch,
         callbacks=callbacks,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=2,

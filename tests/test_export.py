@@ -1,0 +1,102 @@
+"""Exports of a trained model: SavedModel and TFLite float32 agree with Keras; int8 costs under a point."""
+import contextlib
+import json
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_PARAMS
+from trafficsigns.config import parse_params
+from trafficsigns.errors import PipelineError
+from trafficsigns.export import (EXPORT_FILES, evaluate_exports, export_all, export_savedmodel, savedmodel_predict,
+                                 tflite_interpreter, tflite_predict)
+from trafficsigns.h5store import read_dataset
+from trafficsigns.models import METADATA_MEMBER, read_model_metadata
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    """(model, dataset, export folder) from the real stages, on synthetic data big enough that one
+    point of test accuracy is ~5 images; light dropout trains the small CNN to ~70 % in 12 epochs."""
+    from stages import prepare, train
+    from trafficsigns.synthetic import write_synthetic_gtsrb
+
+    project = tmp_path_factory.mktemp("export")
+    write_synthetic_gtsrb(project / "data" / "raw", seed=2, train_tracks_per_class=3, test_tracks_per_class=3,
+                          frames_per_track=4, workers=1)
+    params = parse_params({**TINY_PARAMS, "model": {"name": "mnist_cnn", "dropout": 0.1, "conv_dropout": 0.0},
+                           "train": {**TINY_PARAMS["train"], "epochs": 12, "learning_rate": 0.005}})
+    with contextlib.chdir(project):
+        prepare.main(params)
+        train.main(params)
+    return project / "models" / "best.keras", project / "data" / "prepared" / "dataset.h5", project / "export"
+
+
+@pytest.fixture(scope="module")
+def exports(paths):
+    return export_all(*paths, representative_count=200)
+
+
+def test_export_all_writes_every_format_and_the_metadata(paths, exports):
+    model, _, out = paths
+    assert set(exports) == set(EXPORT_FILES)
+    for fmt, export in exports.items():
+        assert export["path"] == str(out / EXPORT_FILES[fmt]) and export["bytes"] > 0
+    assert exports["tflite_float32"]["bytes"] == (out / EXPORT_FILES["tflite_float32"]).stat().st_size
+    assert exports["tflite_int8"]["bytes"] * 3 < exports["tflite_float32"]["bytes"]
+    assert json.loads((out / METADATA_MEMBER).read_text()) == read_model_metadata(model)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_savedmodel_and_float_tflite_predict_like_keras(paths, exports):
+    model, dataset, _ = paths
+    x = read_dataset(dataset, splits=("test",)).x["test"]
+    expected = keras.models.load_model(model).predict(x, verbose=0)
+    # batch 100 leaves a partial last batch: the TFLite input is resized per batch
+    assert np.allclose(savedmodel_predict(exports["saved_model"]["path"], x, 100), expected, atol=1e-5)
+    assert np.allclose(tflite_predict(exports["tflite_float32"]["path"], x, 100), expected, atol=1e-5)
+
+
+def test_int8_is_integer_only_and_costs_under_one_point(paths, exports):
+    model, dataset, out = paths
+    interpreter = tflite_interpreter(exports["tflite_int8"]["path"])
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+
+    scores = evaluate_exports(model, out, dataset, batch_size=128)
+    assert set(scores) == {"keras", *EXPORT_FILES}
+    keras_accuracy = scores["keras"]["accuracy"]
+    assert keras_accuracy > 0.5, "the model must be trained for accuracy to mean anything"
+    assert scores["saved_model"]["accuracy"] == scores["tflite_float32"]["accuracy"] == keras_accuracy
+    assert abs(scores["tflite_int8"]["accuracy"] - keras_accuracy) <= 0.01
+    assert scores["keras"]["bytes"] == model.stat().st_size
+    assert {fmt: s["bytes"] for fmt, s in scores.items() if fmt != "keras"} == \
+        {fmt: e["bytes"] for fmt, e in exports.items()}
+
+
+def test_dataset_prepared_otherwise_is_refused(paths, tmp_path):
+    model, dataset, _ = paths
+    other = tmp_path / "dataset.h5"
+    other.write_bytes(dataset.read_bytes())
+    with h5py.File(other, "a") as f:
+        f["meta"].attrs["mode"] = json.dumps("L-HE")
+    with pytest.raises(PipelineError, match="mode: file has 'L-HE'"):
+        evaluate_exports(model, paths[2], other)
+
+
+def test_a_failed_export_leaves_the_previous_one_and_no_temporary(tmp_path, monkeypatch):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    target = tmp_path / "saved_model"
+    export_savedmodel(model, target)
+    before = sorted(p.relative_to(target) for p in target.rglob("*"))
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(model, "export", fail)
+    with pytest.raises(RuntimeError):
+        export_savedmodel(model, target)
+    assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["saved_model"]

@@ -1,0 +1,94 @@
+"""`python -m trafficsigns COMMAND ...`: tools around the pipeline.
+
+A command is an `add_<name>(commands)` that declares its sub-parser and sets `run` to its function.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from trafficsigns.cli import at_least
+from trafficsigns.errors import PipelineError
+
+EXIT_ERROR = 1  # a PipelineError: nothing was done
+EXIT_SKIPPED = 3  # done, but some inputs were skipped (2 is argparse's usage error)
+
+
+def roi(text: str) -> tuple[int, int, int, int]:
+    """X1,Y1,X2,Y2 in pixels, corners inclusive, as in the GTSRB annotations."""
+    try:
+        x1, y1, x2, y2 = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X1,Y1,X2,Y2 (four integers), got {text!r}") from None
+    if not 0 <= x1 <= x2 or not 0 <= y1 <= y2:
+        raise argparse.ArgumentTypeError(f"need 0 <= X1 <= X2 and 0 <= Y1 <= Y2, got {text!r}")
+    return x1, y1, x2, y2
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: it loads TensorFlow, which `--help` should not wait for.
+    from trafficsigns.predict import format_table, predict_files
+
+    results, skipped = predict_files(args.model, args.paths, top_k=args.top_k, batch_size=args.batch_size,
+                                     roi=args.roi)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    elif results:
+        print(format_table(results))
+    for _, message in skipped:
+        print(f"skipped: {message}", file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} of {len(skipped) + len(results)} file(s) skipped", file=sys.stderr)
+        return EXIT_SKIPPED
+    return 0
+
+
+def add_predict(commands) -> None:
+    p = commands.add_parser(
+        "predict", help="classify your own sign images with a trained model",
+        description="Classify sign images (PPM, PNG, JPEG, ...) with a trained model, preprocessed as its "
+                    "training data was (size and colour mode come from the model file). Images are taken to be "
+                    f"crops of the sign. Exit status: 0, {EXIT_ERROR} on error, {EXIT_SKIPPED} if a file was skipped.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders searched recursively")
+    p.add_argument("--model", default="models/best.keras", help="model file (default: %(default)s)")
+    p.add_argument("--top-k", type=at_least(1), default=3, help="classes shown per image (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    p.add_argument("--batch-size", type=at_least(1), default=256, help="images per batch (default: %(default)s)")
+    p.add_argument("--roi", type=roi, metavar="X1,Y1,X2,Y2",
+                   help="crop every image to this box first (inclusive corners), as prepare's roi_crop does")
+    p.set_defaults(run=run_predict)
+
+
+def add_demystify(commands) -> None:
+    from trafficsigns import demystify
+
+    p = commands.add_parser("demystify", help="figures that open the box: convolution, ReLU, pooling, SGD",
+                            description=demystify.__doc__.split("\n")[0])
+    demystify.add_arguments(p)
+    p.set_defaults(run=demystify.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trafficsigns",
+                                     description="Tools around the traffic-sign pipeline.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    add_predict(commands)
+    add_demystify(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
