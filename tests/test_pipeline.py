@@ -57,7 +57,7 @@ def copy_repo(dest: Path, params: dict | None = None) -> Path:
 def test_tiny_pipeline_through_dvc(tmp_path):
     repo = copy_repo(tmp_path, TINY)
     first = sh(repo, "dvc", "repro")
-    for stage in ("download", "prepare", "train", "evaluate"):
+    for stage in ("download", "prepare", "train", "evaluate", "export"):
         assert f"Running stage '{stage}'" in first.stdout
     assert (repo / "models" / "best.keras").exists() and (repo / "data" / "prepared" / "dataset.h5").exists()
 
@@ -68,9 +68,14 @@ def test_tiny_pipeline_through_dvc(tmp_path):
     assert "metrics/evaluate.json" in json.dumps(metrics) and "accuracy" in json.dumps(metrics)
 
     # A train.* change re-runs train and evaluate only.
-    sh(repo, "dvc", "exp", "run", "-S", "train.epochs=1", "-S", "model.filters=4")
+    assert json.loads((repo / "metrics" / "export.json").read_text()) == {"enabled": False}
+
+    sh(repo, "dvc", "exp", "run", "-S", "train.epochs=1", "-S", "model.filters=4", "-S", "export.enabled=true")
     rows = list(csv.DictReader(io.StringIO(sh(repo, "dvc", "exp", "show", "--csv").stdout)))
     assert any(row.get("model.filters") == "4" and row.get("accuracy") for row in rows), rows
+    exports = json.loads((repo / "metrics" / "export.json").read_text())
+    assert {"keras", "saved_model", "tflite_float32", "tflite_int8"} <= set(exports)
+    assert exports["tflite_int8"]["bytes"] < exports["tflite_float32"]["bytes"]
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"]["learning_rate"] = 0.002

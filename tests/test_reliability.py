@@ -190,8 +190,15 @@ def test_model_with_lambda_layer_is_refused(tmp_path):
 
 def _stage(stage: str, project, params: dict) -> subprocess.Popen:
     (project / "params.yaml").write_text(yaml.safe_dump(params))
+    # Its own process group, killed whole below, as a terminal or a CI timeout kills a job with its workers.
     return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=project, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            start_new_session=True)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _wait_for(predicate, timeout=120.0):
@@ -208,8 +215,7 @@ def test_prepare_killed_leaves_no_half_written_dataset(tiny_raw, delay):
     output = project / "data" / "prepared" / "dataset.h5"
     proc = _stage("prepare", project, TINY_PARAMS)
     time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill(proc)
     if output.exists():
         assert len(read_dataset(output).y["test"]) > 0  # a complete file
     assert _stage("prepare", project, TINY_PARAMS).wait() == 0
@@ -226,8 +232,7 @@ def test_train_killed_mid_run_resumes_with_same_step_numbering(tiny_dataset, tmp
     proc = _stage("train", project, params)
     _wait_for(lambda: last.exists())
     time.sleep(0.3)  # well inside a later epoch
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill(proc)
     for path in (last, best):
         assert load_model(path).predict(np.zeros((1, 24, 24, 1), np.float32), verbose=0).shape == (1, 43)
     from trafficsigns.models import read_model_metadata
