@@ -79,18 +79,18 @@ class _Handler(BaseHTTPRequestHandler):
         if st.drops:
             body = body[:st.drops.pop(0)]
             self.close_connection = True
-        if st.trickles:
-            delay = st.trickles.pop(0)
-            try:
+        st.sent.append(len(body))  # before writing: the client may finish reading before we return
+        try:
+            if st.trickles:
+                delay = st.trickles.pop(0)
                 for i in range(0, len(body), 4096):
                     self.wfile.write(body[i:i + 4096])
                     self.wfile.flush()
                     time.sleep(delay)
-            except (BrokenPipeError, ConnectionResetError):  # the client was killed, as the test intends
-                return
-        else:
-            self.wfile.write(body)
-        st.sent.append(len(body))
+            else:
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up or was killed, as tests intend
+            return
         if st.pauses:
             time.sleep(st.pauses.pop(0))
 
