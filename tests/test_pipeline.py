@@ -70,7 +70,9 @@ def test_tiny_pipeline_through_dvc(tmp_path):
     # A train.* change re-runs train and evaluate only.
     assert json.loads((repo / "metrics" / "export.json").read_text()) == {"enabled": False}
 
-    sh(repo, "dvc", "exp", "run", "-S", "train.epochs=1", "-S", "model.filters=4", "-S", "export.enabled=true")
+    sh(repo, "dvc", "exp", "run", "-S", "train.epochs=1", "-S", "model.filters=4", "-S", "export.enabled=true",
+       "-S", "train.tensorboard=true")
+    assert any((repo / "logs" / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard logs"
     rows = list(csv.DictReader(io.StringIO(sh(repo, "dvc", "exp", "show", "--csv").stdout)))
     assert any(row.get("model.filters") == "4" and row.get("accuracy") for row in rows), rows
     exports = json.loads((repo / "metrics" / "export.json").read_text())

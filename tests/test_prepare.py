@@ -1,11 +1,12 @@
 """The prepare stage on real-format archives: the HDF5 a user trains from, and what it refuses."""
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, rewrite_member
 from trafficsigns.archives import TRAIN_DIR, TRAIN_ZIP
 from trafficsigns.dataset import split_by_track
 from trafficsigns.h5store import read_dataset
@@ -55,9 +56,6 @@ def test_unknown_mode_fails_before_any_work(tiny_raw):
 
 
 def test_undecodable_image_leaves_no_output(tiny_raw):
-    from tests.conftest import rewrite_member
-
-    import zipfile
     with zipfile.ZipFile(tiny_raw / TRAIN_ZIP) as zf:
         victim = next(n for n in zf.namelist() if n.startswith(f"{TRAIN_DIR}/00005/") and n.endswith(".ppm"))
     rewrite_member(tiny_raw / TRAIN_ZIP, victim, lambda data: data[:20])

@@ -7,6 +7,7 @@ the hidden dense width; left null they take the architecture's own values, so
 from __future__ import annotations
 
 import json
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from keras import layers
 from trafficsigns.config import ModelParams
 from trafficsigns.errors import PipelineError
 from trafficsigns.fsutil import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 def two_conv_net(input_shape, num_classes: int, filters: int, dense: int, dropout: float,
@@ -75,6 +78,7 @@ def build_model(params: ModelParams, input_shape, num_classes: int) -> keras.Mod
         arch = ARCHITECTURES[params.name]
     except KeyError:
         raise PipelineError(f"model.name {params.name!r} is unknown; allowed: {', '.join(ARCHITECTURES)}") from None
+    log.info("model %s (%s), input %s, %d classes", params.name, arch.about, tuple(input_shape), num_classes)
     return arch.build(
         input_shape, num_classes,
         filters=params.filters or arch.filters,
