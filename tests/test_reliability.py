@@ -196,6 +196,19 @@ def _stage(stage: str, project, params: dict) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def _children(pid: int) -> list[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    return [int(c) for c in open(path).read().split()] if os.path.exists(path) else []
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for a reaper."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _kill(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -215,12 +228,25 @@ def test_prepare_killed_leaves_no_half_written_dataset(tiny_raw, delay):
     output = project / "data" / "prepared" / "dataset.h5"
     proc = _stage("prepare", project, TINY_PARAMS)
     time.sleep(delay)
-    _kill(proc)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)  # the stage process only, as `kill -9 PID` does
+    proc.wait()
+    _wait_for(lambda: not any(_alive(pid) for pid in workers), timeout=10)  # its pool workers die with it
     if output.exists():
         assert len(read_dataset(output).y["test"]) > 0  # a complete file
     assert _stage("prepare", project, TINY_PARAMS).wait() == 0
     assert len(read_dataset(output).y["train"]) > 0
     assert [p.name for p in output.parent.iterdir()] == ["dataset.h5"], "temp files left behind"
+
+
+def test_prepare_killed_takes_its_pool_workers_along(tiny_raw):
+    """`kill -9` of the stage must not leave its worker processes sleeping forever."""
+    proc = _stage("prepare", tiny_raw.parent.parent, TINY_PARAMS)
+    _wait_for(lambda: len(_children(proc.pid)) >= 2, timeout=60)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _wait_for(lambda: not any(_alive(pid) for pid in workers), timeout=10)
 
 
 def test_train_killed_mid_run_resumes_with_same_step_numbering(tiny_dataset, tmp_path):

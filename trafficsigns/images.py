@@ -5,8 +5,11 @@ colour and equalisation operations are scikit-image's, exactly as FIDLE's GTSRB1
 """
 from __future__ import annotations
 
+import ctypes
 import io
 import os
+import signal
+import sys
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -87,6 +90,18 @@ def prepare_image(data: bytes, where: str, size: int, mode: str, roi=None) -> np
 _zip_cache: dict[str, zipfile.ZipFile] = {}
 
 
+def _die_with_parent() -> None:
+    """Pool initializer: on Linux, have the kernel kill this worker when the stage process dies.
+
+    Forked workers otherwise outlive a `kill -9` of the stage and sleep forever on their queue.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
 def _prepare_chunk(archive: str, items: list[tuple[str, tuple | None]], size: int, mode: str,
                    skip_bad: bool) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Prepare some members of one archive; with `skip_bad`, a bad image is reported, not raised."""
@@ -122,7 +137,7 @@ def prepare_split(split: Split, size: int, mode: str, roi_crop: bool, desc: str,
     work = partial(_prepare_chunk, str(split.archive), size=size, mode=mode, skip_bad=skip_bad)
     out = np.empty((len(items), size, size, CHANNELS[mode]), dtype=np.float32)
     failed: dict[int, str] = {}
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool, \
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), initializer=_die_with_parent) as pool, \
             tqdm(total=len(items), desc=desc, unit="img", disable=None) as bar:
         start = 0
         for block, bad in pool.map(work, chunks):
