@@ -7,7 +7,7 @@ from trafficsigns import plots
 from trafficsigns.config import Params
 from trafficsigns.fsutil import write_text
 from trafficsigns.dataset import expected_meta
-from trafficsigns.h5store import check_dataset, read_dataset
+from trafficsigns.h5store import read_dataset
 from trafficsigns.metrics import classification_metrics, per_class_accuracy
 from trafficsigns.models import load_model
 from trafficsigns.paths import BEST_MODEL, DATASET, EVALUATE_METRICS, EVALUATE_PLOTS
@@ -18,8 +18,7 @@ def csv_text(header: str, rows) -> str:
 
 
 def main(params: Params) -> None:
-    ds = read_dataset(DATASET, splits=("test",))
-    check_dataset(ds, DATASET, expected_meta(params.data.source, params.prepare))
+    ds = read_dataset(DATASET, splits=("test",), expected=expected_meta(params.data.source, params.prepare))
     x, y = ds.x["test"], ds.y["test"]
     probs = load_model(BEST_MODEL).predict(x, batch_size=params.evaluate.batch_size, verbose=0)
     headline, confusion = classification_metrics(probs, y)

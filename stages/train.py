@@ -3,14 +3,13 @@ import logging
 
 from trafficsigns.config import Params
 from trafficsigns.dataset import expected_meta
-from trafficsigns.h5store import check_dataset, read_dataset
+from trafficsigns.h5store import read_dataset
 from trafficsigns.paths import BEST_MODEL, DATASET, LAST_MODEL, TENSORBOARD_DIR, TRAIN_LIVE_DIR
 from trafficsigns.training import train
 
 
 def main(params: Params) -> None:
-    ds = read_dataset(DATASET, splits=("train", "val"))
-    check_dataset(ds, DATASET, expected_meta(params.data.source, params.prepare))
+    ds = read_dataset(DATASET, splits=("train", "val"), expected=expected_meta(params.data.source, params.prepare))
     summary = train(ds, params.model, params.train, BEST_MODEL, LAST_MODEL, TRAIN_LIVE_DIR, TENSORBOARD_DIR)
     logging.getLogger(__name__).info("best val accuracy %.4f at epoch %d", summary["best_val_accuracy"],
                                      summary["best_epoch"])

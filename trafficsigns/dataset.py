@@ -96,18 +96,23 @@ def read_mnist(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _unit_float(digits: np.ndarray) -> np.ndarray:
+    """uint8 (n, 28, 28) -> float32 (n, 28, 28, 1) in [0, 1], the layout every split has."""
+    return digits.astype(np.float32)[..., None] / 255.0
+
+
 def build_mnist(raw_dir: Path, params: PrepareParams, source: str) -> tuple[Dataset, np.ndarray]:
     """MNIST at its native 28x28 grayscale, with a seeded, class-stratified validation split."""
     if (params.size, params.mode) != (28, "L") or params.roi_crop:
         log.warning("MNIST is used as the course does, 28x28 grayscale: prepare.size/mode/roi_crop do not apply")
     arrays = read_mnist(raw_dir / MNIST_FILE)
-    x_train_all = arrays["x_train"].astype(np.float32)[..., None] / 255.0
+    x_train_all = _unit_float(arrays["x_train"])
     y_train_all = arrays["y_train"].astype(np.int64)
     # Each digit is its own "track": split_by_track then draws val_fraction of each class.
     val = split_by_track(np.arange(len(y_train_all)), y_train_all, params.val_fraction, params.seed)
     ds = Dataset(
         x={"train": x_train_all[~val], "val": x_train_all[val],
-           "test": arrays["x_test"].astype(np.float32)[..., None] / 255.0},
+           "test": _unit_float(arrays["x_test"])},
         y={"train": y_train_all[~val], "val": y_train_all[val], "test": arrays["y_test"].astype(np.int64)},
         class_names=[str(d) for d in range(10)],
         meta={

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from trafficsigns.errors import PipelineError
 from trafficsigns.fsutil import atomic_path, write_text
-from trafficsigns.h5store import check_dataset, read_dataset
+from trafficsigns.h5store import read_dataset
 from trafficsigns.metrics import classification_metrics
 from trafficsigns.models import METADATA_MEMBER, load_model, read_model_metadata
 
@@ -121,8 +121,7 @@ def size_bytes(path: str | Path) -> int:
 
 def _read_split(model_path: Path, dataset_path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) of a split, refusing a dataset prepared otherwise than the model's training data."""
-    ds = read_dataset(dataset_path, splits=(split,))
-    check_dataset(ds, dataset_path, read_model_metadata(model_path)["preprocessing"])
+    ds = read_dataset(dataset_path, splits=(split,), expected=read_model_metadata(model_path)["preprocessing"])
     return ds.x[split], ds.y[split]
 
 

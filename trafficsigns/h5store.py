@@ -50,25 +50,24 @@ def write_dataset(path: str | Path, ds: Dataset) -> None:
             meta.attrs[key] = json.dumps(value)
 
 
-def read_meta(path: str | Path) -> dict:
-    with _open(path) as f:
-        return {k: json.loads(v) for k, v in f["meta"].attrs.items()}
-
-
-def read_dataset(path: str | Path, splits=SPLITS) -> Dataset:
+def read_dataset(path: str | Path, splits=SPLITS, expected: dict | None = None) -> Dataset:
+    """The dataset's `splits`; with `expected` meta values, also `check_dataset` against them."""
     with _open(path) as f:
         needed = [f"{kind}_{s}" for s in splits for kind in ("x", "y")] + ["class_names", "meta"]
         missing = [key for key in needed if key not in f]
         if missing:
             raise PipelineError(f"{path}: not a dataset written by `prepare` (missing {', '.join(missing)}); "
                                 "re-run prepare")
-        return Dataset(
+        ds = Dataset(
             x={s: f[f"x_{s}"][...] for s in splits},
             y={s: f[f"y_{s}"][...].astype(np.int64) for s in splits},
             class_names=[n.decode() if isinstance(n, bytes) else n for n in f["class_names"][...]],
             tracks={s: f[f"track_{s}"][...] for s in splits if f"track_{s}" in f},
             meta={k: json.loads(v) for k, v in f["meta"].attrs.items()},
         )
+    if expected is not None:
+        check_dataset(ds, path, expected)
+    return ds
 
 
 def check_dataset(ds: Dataset, path: str | Path, expected: dict) -> None:
