@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test test-fast clean-venv
+.PHONY: repro test test-fast bench grid compare plots-offline clean-venv
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
@@ -19,6 +19,33 @@ test: $(VENV)/.installed
 
 test-fast: $(VENV)/.installed
 	python -m pytest -m "not slow"
+
+# Ours vs the FIDLE notebooks' way, each stage, in one run (full GTSRB scale; ~15 min on 2 CPU cores).
+bench: $(VENV)/.installed
+	python -m bench.run
+
+# Queue every combination in grid.yaml as a DVC experiment and run them, JOBS at a time (see README).
+JOBS ?= 1
+grid: $(VENV)/.installed
+	python -m trafficsigns grid --start -j $(JOBS) --wait
+
+# One table over all experiments: reports/compare.html (self-contained) and reports/compare.md.
+compare: $(VENV)/.installed
+	python -m trafficsigns compare
+
+# DVC's `plots show`/`plots diff` page loads Vega from a CDN and opens blank offline. This writes a page
+# template with the same Vega releases inlined (fetched once from the npm registry) and points DVC at
+# it in .dvc/config.local: from then on the pages open offline.
+VEGA := vega-5.20.2 vega-lite-5.2.0 vega-embed-6.18.2
+plots-offline: $(VENV)/.installed
+	rm -rf .dvc/tmp/vega && mkdir -p .dvc/tmp/vega
+	cd .dvc/tmp/vega && for p in $(VEGA); do \
+	  npm pack --silent $${p%-*}@$${p##*-} >/dev/null && mkdir $$p && tar xzf $$p.tgz -C $$p || exit 1; done
+	{ echo '<!DOCTYPE html><html><head><meta charset="utf-8"><title>DVC Plot</title>'; \
+	  for p in $(VEGA); do echo '<script>'; cat .dvc/tmp/vega/$$p/package/build/$${p%-*}.min.js; echo '</script>'; done; \
+	  echo '<style>table { border-spacing: 15px; }</style></head><body>{plot_divs}</body></html>'; \
+	} > .dvc/tmp/plots_offline.html
+	dvc config --local plots.html_template tmp/plots_offline.html
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,5 @@
-"""DVC stage `evaluate`: the best model on the held-out test set -> metrics/evaluate.json, plots/evaluate/."""
+"""DVC stage `evaluate`: the best model on the held-out test set -> metrics/evaluate.json, plots/evaluate/;
+with `evaluate.ensemble`, a committee of models -> metrics/ensemble.json."""
 import json
 
 import numpy as np
@@ -7,10 +8,11 @@ from trafficsigns import plots
 from trafficsigns.config import Params
 from trafficsigns.fsutil import write_text
 from trafficsigns.dataset import expected_meta
+from trafficsigns.ensemble import ensemble_metrics
 from trafficsigns.h5store import read_dataset
 from trafficsigns.metrics import classification_metrics, per_class_accuracy
 from trafficsigns.models import load_model
-from trafficsigns.paths import BEST_MODEL, DATASET, EVALUATE_METRICS, EVALUATE_PLOTS
+from trafficsigns.paths import BEST_MODEL, DATASET, ENSEMBLE_METRICS, EVALUATE_METRICS, EVALUATE_PLOTS
 
 
 def csv_text(header: str, rows) -> str:
@@ -33,6 +35,8 @@ def main(params: Params) -> None:
     plots.per_class_bars(per_class, ds.class_names, EVALUATE_PLOTS / "per_class_accuracy.png")
     plots.confusion_heatmap(confusion, EVALUATE_PLOTS / "confusion_matrix.png")
     plots.error_gallery(x, y, probs, ds.class_names, EVALUATE_PLOTS / "worst_errors.png", params.evaluate.errors_shown)
+    write_text(ENSEMBLE_METRICS, json.dumps(ensemble_metrics(params.evaluate.ensemble, ds, params.evaluate.batch_size),
+                                            indent=2) + "\n")
 
 
 if __name__ == "__main__":

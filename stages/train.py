@@ -1,16 +1,20 @@
-"""DVC stage `train`: fit the model on the train split, keep the best on val; dvclive logs per epoch."""
+"""DVC stage `train`: fit the model on the (augmented) train split, keep the best on val; dvclive logs per epoch."""
 import logging
 
 from trafficsigns.config import Params
 from trafficsigns.dataset import expected_meta
 from trafficsigns.h5store import read_dataset
-from trafficsigns.paths import BEST_MODEL, DATASET, LAST_MODEL, TENSORBOARD_DIR, TRAIN_LIVE_DIR
+from trafficsigns.paths import AUGMENTED, BEST_MODEL, DATASET, LAST_MODEL, TENSORBOARD_DIR, TRAIN_LIVE_DIR
 from trafficsigns.training import train
 
 
 def main(params: Params) -> None:
-    ds = read_dataset(DATASET, splits=("train", "val"), expected=expected_meta(params.data.source, params.prepare))
-    summary = train(ds, params.model, params.train, BEST_MODEL, LAST_MODEL, TRAIN_LIVE_DIR, TENSORBOARD_DIR)
+    expected = expected_meta(params.data.source, params.prepare)
+    ds = read_dataset(DATASET, splits=("val",), expected=expected)
+    augmented = read_dataset(AUGMENTED, splits=("train",), expected=expected)
+    ds.x["train"], ds.y["train"] = augmented.x["train"], augmented.y["train"]
+    summary = train(ds, params.model, params.train, BEST_MODEL, LAST_MODEL, TRAIN_LIVE_DIR, TENSORBOARD_DIR,
+                    augment=params.augment)
     logging.getLogger(__name__).info("best val accuracy %.4f at epoch %d", summary["best_val_accuracy"],
                                      summary["best_epoch"])
 

@@ -23,6 +23,31 @@ def test_every_model_builds_and_trains_a_step(name, shape):
     assert model.output_shape == (None, 43)
 
 
+def test_a_model_that_cannot_take_the_input_size_says_so():
+    from trafficsigns.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="model v2 cannot take .*12, 12, 1.*prepare.size"):
+        build_model(ModelParams(name="v2"), (12, 12, 1), 43)
+
+
+def conv_widths(model):
+    return [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def test_zoo_follows_the_course_definitions():
+    v2 = build_model(ModelParams(name="v2"), (48, 48, 3), 43)
+    assert conv_widths(v2) == [64, 64, 128, 128, 256, 256]
+    v3 = build_model(ModelParams(name="v3"), (24, 24, 1), 43)
+    assert conv_widths(v3) == [32, 64, 128]
+    assert [layer.kernel_size for layer in v3.layers if isinstance(layer, keras.layers.Conv2D)] == [(5, 5)] * 3
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in v3.layers) == 4
+    assert v3.layers[-2].rate == 0.4, "v3's own dropout when model.dropout is null"
+    ours = build_model(ModelParams(name="resnet", filters=8, dropout=0.1), (32, 32, 3), 43)
+    assert conv_widths(ours) == [8] * 3 + [16] * 3 + [32] * 3
+    assert sum(isinstance(layer, keras.layers.Add) for layer in ours.layers) == 3
+    assert ours.layers[-2].rate == 0.1
+
+
 def test_filters_and_dense_scale_the_model():
     v1 = build_model(ModelParams(name="v1"), (24, 24, 1), 43)
     assert [layer.filters for layer in v1.layers if hasattr(layer, "filters")] == [96, 192]
@@ -34,11 +59,12 @@ def test_filters_and_dense_scale_the_model():
 
 
 def run_train_and_evaluate(project, dataset, params):
-    from stages import evaluate, train
+    from stages import augment, evaluate, train
 
     (project / "data" / "prepared").mkdir(parents=True)
     shutil.copy(dataset, project / "data" / "prepared" / "dataset.h5")
     with contextlib.chdir(project):
+        augment.main(params)
         train.main(params)
         evaluate.main(params)
     return json.loads((project / "metrics" / "evaluate.json").read_text())
@@ -74,3 +100,131 @@ def test_different_seed_gives_different_model(tiny_dataset, tmp_path):
     other = base.model_copy(update={"train": TrainParams(**{**TINY_PARAMS["train"], "seed": 1})})
     assert run_train_and_evaluate(tmp_path / "a", tiny_dataset, base) != \
         run_train_and_evaluate(tmp_path / "b", tiny_dataset, other)
+
+
+def train_tiny(tiny_dataset, tmp_path, **train):
+    from trafficsigns.h5store import read_dataset
+    from trafficsigns.training import train as fit
+
+    ds = read_dataset(tiny_dataset, splits=("train", "val"))
+    params = TrainParams(**{**TINY_PARAMS["train"], **train})
+    return fit(ds, ModelParams(name="mnist_cnn"), params, tmp_path / "best.keras", tmp_path / "last.keras",
+               tmp_path / "live", tmp_path / "tb")
+
+
+@pytest.mark.parametrize("options", [
+    {"optimizer": "sgd", "lr_schedule": "cosine", "learning_rate": 0.05},
+    {"lr_schedule": "plateau"},
+    {"label_smoothing": 0.1},
+    {"mixed_precision": True},
+], ids=lambda o: ",".join(o))
+def test_training_options_train(tiny_dataset, tmp_path, options):
+    summary = train_tiny(tiny_dataset, tmp_path, **options)
+    assert summary["epochs_done"] == TINY_PARAMS["train"]["epochs"]
+    assert 0 <= summary["best_val_accuracy"] <= 1
+    assert keras.config.dtype_policy().name == "float32", "mixed precision must not leak into later models"
+
+
+def test_jit_compile_really_compiles(tiny_dataset, tmp_path):
+    import tensorflow as tf
+
+    from trafficsigns.h5store import read_dataset
+    from trafficsigns.training import _new_model, make_deterministic
+
+    try:
+        assert train_tiny(tiny_dataset, tmp_path, jit_compile=True)["epochs_done"] == 2
+        make_deterministic(0, jit_compile=True)
+        ds = read_dataset(tiny_dataset, splits=("train", "val"))
+        assert _new_model(ds, ModelParams(name="mnist_cnn"), TrainParams(jit_compile=True)).jit_compile
+    finally:
+        tf.config.experimental.enable_op_determinism()  # the rest of the session stays deterministic
+
+
+def test_online_augmentation_is_seeded_and_changes_training(tiny_dataset, tmp_path):
+    online = {**TINY_PARAMS, "augment": {"preset": "fidle", "brightness": 0.1, "contrast": 0.2, "noise": 0.02},
+              "train": {**TINY_PARAMS["train"], "online_augment": True}}
+    first = run_train_and_evaluate(tmp_path / "a", tiny_dataset, parse_params(online))
+    assert first == run_train_and_evaluate(tmp_path / "b", tiny_dataset, parse_params(online))
+    assert first != run_train_and_evaluate(tmp_path / "c", tiny_dataset, parse_params(TINY_PARAMS))
+
+
+def test_online_augmentation_keeps_images_in_range():
+    from trafficsigns.config import AugmentParams
+    from trafficsigns.training import as_batches, online_augmenter
+
+    x = np.random.default_rng(0).random((16, 24, 24, 3), dtype=np.float32)
+    augmenter = online_augmenter(AugmentParams(preset="fidle", brightness=0.5, contrast=0.5, noise=0.2), seed=0)
+    images, labels = next(iter(as_batches(x, np.arange(16), 16, augmenter=augmenter)))
+    assert images.dtype == np.float32 and images.shape == x.shape
+    assert 0 <= float(np.min(images)) and float(np.max(images)) <= 1
+    assert not np.allclose(images, x)
+    assert list(labels.numpy()) == list(range(16))
+
+
+def test_online_augmentation_needs_some_range():
+    from trafficsigns.config import AugmentParams
+    from trafficsigns.errors import PipelineError
+    from trafficsigns.training import online_augmenter
+
+    with pytest.raises(PipelineError, match="online_augment.*preset=fidle"):
+        online_augmenter(AugmentParams(), seed=0)
+
+
+def test_early_stopping_watches_val_accuracy(tiny_dataset, tmp_path):
+    # A learning rate this small leaves val accuracy flat: patience 1 stops after the second epoch.
+    summary = train_tiny(tiny_dataset, tmp_path, epochs=10, early_stopping=1, learning_rate=1e-12)
+    assert summary["epochs_done"] == 2
+
+
+def test_mixed_precision_computes_in_bfloat16_on_cpu_with_a_float32_head(tiny_dataset):
+    from trafficsigns.h5store import read_dataset
+    from trafficsigns.training import _new_model
+
+    ds = read_dataset(tiny_dataset, splits=("train", "val"))
+    model = _new_model(ds, ModelParams(name="v3", filters=4), TrainParams(mixed_precision=True))
+    assert model.layers[0].compute_dtype == "bfloat16"
+    assert model.layers[0].variable_dtype == "float32"
+    assert model.layers[-1].compute_dtype == "float32"
+
+
+def test_one_device_trains_without_mirroring():
+    import tensorflow as tf
+
+    from trafficsigns.training import distribution_strategy
+
+    assert not isinstance(distribution_strategy(TrainParams()), tf.distribute.MirroredStrategy)
+
+
+MIRRORED_RUN = """
+import sys
+from pathlib import Path
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from trafficsigns import training
+from trafficsigns.config import ModelParams, TrainParams
+from trafficsigns.h5store import read_dataset
+training.distribution_strategy = lambda params: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+out = Path(sys.argv[2])
+summary = training.train(read_dataset(sys.argv[1], ("train", "val")), ModelParams(name="mnist_cnn"),
+                         TrainParams(epochs=2, batch_size=32), out / "best.keras", out / "last.keras",
+                         out / "live", out / "tb")
+print("replicas", training.load_model(out / "best.keras") is not None, summary["epochs_done"])
+"""
+
+
+def test_training_runs_under_a_mirrored_strategy(tiny_dataset, tmp_path):
+    """train.distribute's code path: the same loop with a MirroredStrategy, here over two logical CPUs."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    # oneDNN's CPU convolution rejects the empty shard a replica gets from a last batch of one image
+    # (GPU kernels take it), so this CPU stand-in for two GPUs runs with the plain kernels.
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
+    done = subprocess.run([sys.executable, "-c", MIRRORED_RUN, str(tiny_dataset), str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("replicas True 2")

@@ -69,12 +69,32 @@ def add_demystify(commands) -> None:
     p.set_defaults(run=demystify.run)
 
 
+def add_grid(commands) -> None:
+    from trafficsigns import grid
+
+    p = commands.add_parser("grid", help="queue every combination in grid.yaml as a DVC experiment",
+                            description=grid.__doc__.split("\n")[0])
+    grid.add_arguments(p)
+    p.set_defaults(run=grid.run)
+
+
+def add_compare(commands) -> None:
+    from trafficsigns import compare
+
+    p = commands.add_parser("compare", help="one table over all experiments: reports/compare.html and .md",
+                            description=compare.__doc__.split("\n")[0])
+    compare.add_arguments(p)
+    p.set_defaults(run=compare.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trafficsigns",
                                      description="Tools around the traffic-sign pipeline.")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     add_predict(commands)
     add_demystify(commands)
+    add_grid(commands)
+    add_compare(commands)
     return parser
 
 

@@ -40,7 +40,7 @@ def write_dataset(path: str | Path, ds: Dataset) -> None:
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for split in SPLITS:
             x = ds.x[split]
-            f.create_dataset(f"x_{split}", data=x, chunks=(max(1, min(len(x), CHUNK_IMAGES)),) + x.shape[1:])
+            f.create_dataset(f"x_{split}", data=x, chunks=image_chunks(x))
             f.create_dataset(f"y_{split}", data=ds.y[split].astype(np.int16))
             if split in ds.tracks:
                 f.create_dataset(f"track_{split}", data=ds.tracks[split].astype(np.int64))
@@ -48,6 +48,11 @@ def write_dataset(path: str | Path, ds: Dataset) -> None:
         meta = f.create_group("meta")
         for key, value in ds.meta.items():
             meta.attrs[key] = json.dumps(value)
+
+
+def image_chunks(x: np.ndarray) -> tuple[int, ...]:
+    """HDF5 chunk shape for an image array: CHUNK_IMAGES whole images (fewer if the split is smaller)."""
+    return (max(1, min(len(x), CHUNK_IMAGES)),) + x.shape[1:]
 
 
 def read_dataset(path: str | Path, splits=SPLITS, expected: dict | None = None) -> Dataset:

@@ -104,3 +104,26 @@ def error_gallery(x: np.ndarray, y_true: np.ndarray, probs: np.ndarray, class_na
                      f"p={probs[i, y_pred[i]]:.2f}", fontsize=6)
     fig.suptitle(f"{len(wrong)} most confident errors of {int((y_pred != y_true).sum())}")
     save(fig, path)
+
+
+def augment_families(before: np.ndarray, label: str, families: list[tuple[str, np.ndarray, str]],
+                     made: list[tuple[str, np.ndarray]], path: Path, title: str) -> None:
+    """Each augmentation family alone on one training image (before / after), then copies the stage made."""
+    cols = max(len(families), len(made))
+    rows = 3 if made else 2
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.45, rows * 1.75), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for col, (name, after, amount) in enumerate(families):
+        for row, (image, text) in enumerate(((before, name), (after, amount))):
+            ax = axes[row, col]
+            _show(ax, image)
+            ax.axis("on"), ax.set_title(text, fontsize=8 if row == 0 else 7)
+    for col, (text, image) in enumerate(made):
+        _show(axes[2, col], image)
+        axes[2, col].axis("on"), axes[2, col].set_title(text, fontsize=7)
+    for row, text in enumerate(("before", "after", "made")[:rows]):
+        axes[row, 0].axis("on"), axes[row, 0].set_ylabel(text, fontsize=8)
+    fig.subplots_adjust(top=1 - 0.3 / fig.get_figheight())  # room for the column titles only
+    fig.suptitle(f"{title}\n(image: {label})", fontsize=9, y=1.0, va="bottom")  # above them
+    save(fig, path)

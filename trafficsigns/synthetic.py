@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from tqdm import tqdm
 
 from .archives import CSV_COLUMNS, TEST_DIR, TEST_GT_CSV, TEST_GT_ZIP, TEST_ZIP, TRAIN_DIR, TRAIN_ZIP
-from .classes import NUM_GTSRB_CLASSES
+from .classes import MIRROR_PAIRS, NUM_GTSRB_CLASSES  # class b of a pair is drawn as the mirror of a
 from .errors import PipelineError
 from .fsutil import atomic_path
 
@@ -41,8 +41,6 @@ REAL_TRAIN_COUNTS = (
     420, 1110, 1200, 210, 360, 330, 390, 510, 270, 1500, 600, 240, 540, 270, 450, 780, 240, 689,
     420, 1200, 390, 210, 2070, 300, 360, 240, 240,
 )
-# (a, b): class b is the horizontal mirror image of class a (an augmentation stage relabels flips).
-MIRROR_PAIRS = ((19, 20), (33, 34), (36, 37), (38, 39))
 
 _HEADER = list(CSV_COLUMNS)
 _ZIP_DATE = (2011, 1, 1, 0, 0, 0)

@@ -1,0 +1,90 @@
+"""One TensorFlow measure per process, so that its peak RSS is its own: `python -m bench.worker <json>`.
+
+Prints one JSON line: images/s and the process's peak resident memory (MiB), everything included
+(interpreter, TensorFlow, data, model). Linux (reads /proc).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import trafficsigns  # noqa: F401  (sets TensorFlow's environment before it loads)
+import keras
+
+from bench import baselines
+from trafficsigns.classes import NUM_GTSRB_CLASSES
+from trafficsigns.config import EvaluateParams, ModelParams, TrainParams
+from trafficsigns.h5store import read_dataset
+from trafficsigns.models import build_model
+from trafficsigns.training import _new_model, as_batches, make_deterministic
+
+VALIDATION_STEPS = 2  # the validation data is set up (its memory counted) but barely run: not timed anyway
+
+
+class StepClock(keras.callbacks.Callback):
+    """Time of the end of every training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+def _rate(clock: StepClock, warmup: int, batch_size: int) -> float:
+    """Training images/s over the steps after `warmup` (which pay for tracing and first allocations)."""
+    ends = clock.ends[warmup - 1:]
+    return (len(ends) - 1) * batch_size / (ends[-1] - ends[0])
+
+
+def train(impl: str, dataset: str, model: str, warmup: int, steps: int) -> dict:
+    clock, limits = StepClock(), {"steps_per_epoch": warmup + steps, "validation_steps": VALIDATION_STEPS}
+    params = TrainParams()
+    if impl == "ours":  # what stages/train.py does, for a fixed number of steps
+        ds = read_dataset(dataset, splits=("train", "val"))
+        make_deterministic(params.seed)
+        net = _new_model(ds, ModelParams(name=model), params)
+        net.fit(as_batches(ds.x["train"], ds.y["train"], params.batch_size, shuffle_seed=params.seed),
+                validation_data=as_batches(ds.x["val"], ds.y["val"], params.batch_size),
+                epochs=1, shuffle=False, verbose=0, callbacks=[clock], **limits)
+    else:
+        x_train, y_train, x_test, y_test = baselines.read_h5_dataset(dataset)
+        keras.utils.set_random_seed(params.seed)
+        net = baselines.compile_model(build_model(ModelParams(name=model), x_train.shape[1:], NUM_GTSRB_CLASSES))
+        baselines.fit(net, x_train, y_train, x_test, y_test, callbacks=[clock], **limits)
+    return {"images_per_s": _rate(clock, warmup, params.batch_size)}
+
+
+def predict(impl: str, dataset: str, model: str) -> dict:
+    """The evaluate stage's prediction (evaluate.batch_size) vs the notebook's `model.predict(x_test)`."""
+    if impl == "ours":
+        x = read_dataset(dataset, splits=("test",)).x["test"]
+        batch_size = EvaluateParams().batch_size
+    else:
+        x = baselines.read_h5_dataset(dataset)[2]
+        batch_size = None  # Keras' default, as the notebook calls it
+    net = build_model(ModelParams(name=model), x.shape[1:], NUM_GTSRB_CLASSES)
+    net.predict(x[:512], batch_size=batch_size, verbose=0)  # traces the predict function
+    started = time.perf_counter()
+    net.predict(x, batch_size=batch_size, verbose=0)
+    return {"images_per_s": len(x) / (time.perf_counter() - started)}
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM): ru_maxrss would count the parent's, inherited at fork."""
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def main(spec: dict) -> None:
+    measure = {"train": train, "predict": predict}[spec.pop("measure")]
+    result = measure(**spec)
+    result["peak_rss_mib"] = peak_rss_mib()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))

@@ -1,0 +1,86 @@
+"""The benchmark harness runs (at a tiny size; not a timed test), and the speed-ups it drove changed no result."""
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from skimage import exposure
+
+from tests.conftest import ROOT
+
+
+def test_as_batches_gives_the_batches_from_tensor_slices_gave():
+    """Same order (seeded reshuffle every epoch) and same values: the committed metrics cannot move."""
+    import tensorflow as tf
+
+    from trafficsigns.training import as_batches, make_deterministic
+
+    rng = np.random.default_rng(0)
+    x = rng.random((203, 6, 6, 3), dtype=np.float32)
+    for y in (rng.integers(0, 43, 203), np.eye(43, dtype=np.float32)[rng.integers(0, 43, 203)]):
+        for seed in (0, 7, None):
+            make_deterministic(0)
+            old = tf.data.Dataset.from_tensor_slices((x, y))
+            old = (old.shuffle(len(x), seed=seed, reshuffle_each_iteration=True) if seed is not None else old).batch(64)
+            make_deterministic(0)
+            new = as_batches(x, y, 64, shuffle_seed=seed)
+            assert new.element_spec == old.element_spec
+            for _ in range(2):  # Keras starts a new iterator every epoch
+                pairs = list(zip(old, new, strict=True))
+                assert all(np.array_equal(a.numpy(), b.numpy()) for pair in pairs for a, b in zip(*pair))
+
+
+def test_vectorised_clahe_is_skimage_bit_for_bit():
+    from trafficsigns.images import CLAHE_BLOCK, clahe
+
+    rng = np.random.default_rng(1)
+    for shape in ((CLAHE_BLOCK + 5, 24, 24), (3, 48, 48), (4, 37, 30), (2, 8, 8), (2, 9, 17)):
+        smooth = np.cumsum(rng.random(shape), axis=1)
+        for grey in (rng.random(shape) ** 3, smooth / smooth.max(), np.full(shape, 0.4)):
+            grey = grey.astype(np.float32)
+            expected = np.stack([exposure.equalize_adapthist(g) for g in grey])
+            out = clahe(grey)
+            assert out.dtype == expected.dtype and np.array_equal(out, expected), shape
+
+
+def test_prepare_chunk_equals_one_image_at_a_time(tiny_raw_master):
+    from trafficsigns.archives import read_train_split
+    from trafficsigns.images import CHANNELS, _prepare_chunk, prepare_image
+
+    split = read_train_split(tiny_raw_master)
+    items = [(m, tuple(int(v) for v in r)) for m, r in zip(split.members[:40], split.rois[:40])]
+    with zipfile.ZipFile(split.archive) as zf:
+        data = [zf.read(member) for member, _ in items]
+    for mode in CHANNELS:
+        chunk, bad = _prepare_chunk(str(split.archive), items, 24, mode, skip_bad=False)
+        one = np.stack([prepare_image(d, member, 24, mode, roi) for d, (member, roi) in zip(data, items)])
+        assert not bad and np.array_equal(chunk, one), mode
+
+
+MEASURES = [
+    "prepare 24px L", "prepare 48px RGB", "prepare 48px L-CLAHE", "prepare 24px L, whole set",
+    "HDF5 read, all splits (24px L)",
+    "train v1 24px L", "train v1 24px L, peak RSS", "train v2 48px RGB", "train v2 48px RGB, peak RSS",
+    "predict v1 24px L (test set)", "dvc repro, nothing changed",
+]
+
+
+@pytest.mark.slow
+def test_harness_runs_at_tiny_scale(tmp_path):
+    out = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, "-m", "bench.run", "--scale", "tiny", "--out", str(out),
+                           "--data-dir", str(tmp_path / "data")], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    measures = results["measures"]
+    assert set(MEASURES) <= set(measures)
+    assert any(name.startswith("train v1 24px L, epoch of") for name in measures)
+    for name, m in measures.items():
+        assert m["ours"] > 0 and m["baseline"] > 0 and m["ratio"] > 0, name
+        assert m["ratio"] == pytest.approx(m["ours"] / m["baseline"] if m["better"] == "higher"
+                                           else m["baseline"] / m["ours"]), name
+    assert [row["compression"] for row in results["h5_compression"]] == ["none", "lzf", "gzip 1", "gzip 4"]
+    assert results["machine"]["cpus"] >= 1 and results["images"]["train"] > 0
+    assert "prepare 48px L-CLAHE" in done.stdout and "ratio" in done.stdout

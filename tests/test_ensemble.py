@@ -1,0 +1,89 @@
+"""The committee: the average of its members' saved predictions, scored next to each member's."""
+import contextlib
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_PARAMS
+from trafficsigns.config import parse_params
+from trafficsigns.ensemble import PREPROCESSING, committee_probabilities, committee_scores
+from trafficsigns.errors import PipelineError
+from trafficsigns.h5store import read_dataset
+from trafficsigns.models import save_model
+
+# Saved test-set predictions of two members (4 images, 3 classes) and the true labels.
+A = np.array([[.8, .1, .1], [.1, .5, .4], [.2, .2, .6], [.5, .4, .1]])
+B = np.array([[.2, .7, .1], [.1, .2, .7], [.3, .3, .4], [.1, .8, .1]])
+Y = np.array([0, 2, 2, 1])
+
+
+def test_committee_of_saved_predictions_equals_the_hand_computed_average(tmp_path):
+    np.save(tmp_path / "a.npy", A), np.save(tmp_path / "b.npy", B)
+    saved = {name: np.load(tmp_path / f"{name}.npy") for name in ("a", "b")}
+    # by hand: (A + B) / 2 = [.5 .4 .1], [.1 .35 .55], [.25 .25 .5], [.3 .6 .1] -> classes 0, 2, 2, 1: all right
+    np.testing.assert_allclose(committee_probabilities(list(saved.values())),
+                               [[.5, .4, .1], [.1, .35, .55], [.25, .25, .5], [.3, .6, .1]])
+    scores = committee_scores(saved, Y)
+    assert scores["members"]["a"]["accuracy"] == 0.5  # A says 0, 1, 2, 0
+    assert scores["members"]["b"]["accuracy"] == 0.75  # B says 1, 2, 2, 1
+    assert scores["committee"] == {"accuracy": 1.0, "macro_f1": 1.0}
+
+
+def test_members_must_predict_the_same_shape():
+    with pytest.raises(PipelineError, match="differently shaped"):
+        committee_probabilities([A, B[:, :2]])
+
+
+def _tiny_model(ds, seed: int, path, **preprocessing):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input(ds.x["test"].shape[1:]), keras.layers.Flatten(),
+                              keras.layers.Dense(ds.num_classes, activation="softmax")])
+    meta = {"class_names": ds.class_names, "preprocessing": {**{k: ds.meta[k] for k in PREPROCESSING},
+                                                             **preprocessing}}
+    save_model(model, path, meta)
+    return model
+
+
+@pytest.fixture
+def project(tiny_dataset, tmp_path):
+    """A project with the tiny dataset, two untrained members and models/best.keras (= member 1)."""
+    shutil.copytree(tiny_dataset.parent, tmp_path / "data" / "prepared")
+    ds = read_dataset(tiny_dataset, splits=("test",))
+    members = [_tiny_model(ds, seed, tmp_path / f"m{seed}.keras") for seed in (1, 2)]
+    (tmp_path / "models").mkdir()
+    shutil.copy(tmp_path / "m1.keras", tmp_path / "models" / "best.keras")
+    return tmp_path, ds, members
+
+
+def test_evaluate_writes_each_member_and_the_committee(project):
+    from stages import evaluate
+
+    root, ds, members = project
+    x, y = ds.x["test"], ds.y["test"]
+    probs = [m.predict(x, verbose=0) for m in members]
+    with contextlib.chdir(root):
+        evaluate.main(parse_params(TINY_PARAMS))
+        alone = (root / "metrics" / "evaluate.json").read_text()
+        assert json.loads((root / "metrics" / "ensemble.json").read_text()) == {"enabled": False}
+        evaluate.main(parse_params({**TINY_PARAMS, "evaluate": {"ensemble": ["m1.keras", "m2.keras"]}}))
+        scores = json.loads((root / "metrics" / "ensemble.json").read_text())
+        assert (root / "metrics" / "evaluate.json").read_text() == alone, "a committee must not change evaluate.json"
+    for name, p in zip(("m1.keras", "m2.keras"), probs):
+        assert scores["members"][name]["accuracy"] == pytest.approx((p.argmax(1) == y).mean(), abs=1e-12)
+    by_hand = ((probs[0] + probs[1]) / 2).argmax(1)
+    assert scores["committee"]["accuracy"] == pytest.approx((by_hand == y).mean(), abs=1e-12)
+
+
+def test_a_member_prepared_otherwise_or_missing_is_refused(project):
+    from stages import evaluate
+
+    root, ds, _ = project
+    _tiny_model(ds, 3, root / "rgb.keras", mode="RGB")
+    with contextlib.chdir(root):
+        with pytest.raises(PipelineError, match="rgb.keras was trained on .*'RGB'.* must share the prepared data"):
+            evaluate.main(parse_params({**TINY_PARAMS, "evaluate": {"ensemble": ["m1.keras", "rgb.keras"]}}))
+        with pytest.raises(PipelineError, match="model file gone.keras not found"):
+            evaluate.main(parse_params({**TINY_PARAMS, "evaluate": {"ensemble": ["m1.keras", "gone.keras"]}}))
