@@ -20,7 +20,7 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	python -m pytest -m "not slow"
 
-# Ours vs the FIDLE notebooks' way, each stage, in one run (full GTSRB scale; ~15 min on 2 CPU cores).
+# Ours vs the FIDLE notebooks' way, each stage, in one run (full GTSRB scale; ~20 min on 2 CPU cores).
 bench: $(VENV)/.installed
 	python -m bench.run
 

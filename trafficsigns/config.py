@@ -23,7 +23,7 @@ class _Section(BaseModel):
 class SyntheticParams(_Section):
     train_tracks_per_class: float = Field(6, gt=0, description="mean training tracks per class")
     test_tracks_per_class: float = Field(2, gt=0, description="mean test tracks per class")
-    frames_per_track: int = Field(30, ge=1, le=200)
+    frames_per_track: int = Field(15, ge=1, le=200)
 
 
 class DataParams(_Section):
@@ -115,7 +115,7 @@ class TrainParams(_Section):
 
 
 class EvaluateParams(_Section):
-    batch_size: int = Field(512, ge=1, le=65536)
+    batch_size: int = Field(256, ge=1, le=65536)
     errors_shown: int = Field(24, ge=0, le=400, description="images in the worst-errors gallery")
     ensemble: tuple[str, ...] = Field((), description="model files or experiment names whose softmax outputs "
                                                       "are averaged; empty = no committee")
