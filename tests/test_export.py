@@ -20,7 +20,7 @@ from trafficsigns.models import METADATA_MEMBER, read_model_metadata
 def paths(tmp_path_factory):
     """(model, dataset, export folder) from the real stages, on synthetic data big enough that one
     point of test accuracy is ~10 images; light dropout trains the small CNN well in 12 epochs."""
-    from stages import prepare, train
+    from stages import augment, prepare, train
     from trafficsigns.synthetic import write_synthetic_gtsrb
 
     project = tmp_path_factory.mktemp("export")
@@ -30,6 +30,7 @@ def paths(tmp_path_factory):
                            "train": {**TINY_PARAMS["train"], "epochs": 12, "learning_rate": 0.005}})
     with contextlib.chdir(project):
         prepare.main(params)
+        augment.main(params)
         train.main(params)
     return project / "models" / "best.keras", project / "data" / "prepared" / "dataset.h5", project / "export"
 

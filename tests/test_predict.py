@@ -53,7 +53,7 @@ def write_roi_crops(raw_dir, out_dir) -> None:
 @pytest.fixture(scope="module")
 def projects(tiny_raw_master, tmp_path_factory) -> dict:
     """Per setting, a project after the real prepare and train stages, plus crops/ of its test images."""
-    from stages import prepare, train
+    from stages import augment, prepare, train
 
     made = {}
     for name, prepare_params in SETTINGS.items():
@@ -62,6 +62,7 @@ def projects(tiny_raw_master, tmp_path_factory) -> dict:
         params = parse_params({**TINY_PARAMS, "prepare": prepare_params, **QUICK_TRAINING})
         with contextlib.chdir(project):
             prepare.main(params)
+            augment.main(params)
             train.main(params)
         write_roi_crops(project / "data" / "raw", project / "crops")
     return made

@@ -255,6 +255,7 @@ def test_train_killed_mid_run_resumes_with_same_step_numbering(tiny_dataset, tmp
     shutil.copy(tiny_dataset, project / "data" / "prepared" / "dataset.h5")
     params = {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 40}}
     last, best = project / "models" / "last.keras", project / "models" / "best.keras"
+    assert _stage("augment", project, params).wait() == 0
     proc = _stage("train", project, params)
     _wait_for(lambda: last.exists())
     time.sleep(0.3)  # well inside a later epoch
@@ -276,11 +277,12 @@ def test_train_killed_mid_run_resumes_with_same_step_numbering(tiny_dataset, tmp
 
 
 def test_resume_refuses_a_checkpoint_from_other_settings(tiny_dataset, tmp_path):
-    from stages import train
+    from stages import augment, train
 
     (tmp_path / "data" / "prepared").mkdir(parents=True)
     shutil.copy(tiny_dataset, tmp_path / "data" / "prepared" / "dataset.h5")
     with contextlib.chdir(tmp_path):
+        augment.main(parse_params(TINY_PARAMS))
         train.main(parse_params({**TINY_PARAMS, "train": {"epochs": 1}}))
         other = {**TINY_PARAMS, "model": {"name": "mnist_cnn", "filters": 4}, "train": {"epochs": 2, "resume": True}}
         with pytest.raises(PipelineError, match="train.resume: .*last.keras was trained with other settings"):

@@ -27,7 +27,6 @@ from tqdm import tqdm
 
 from trafficsigns.classes import FLIPS, GTSRB_CLASS_NAMES, flipped_class
 from trafficsigns.config import AugmentParams
-from trafficsigns.errors import PipelineError
 from trafficsigns.fsutil import atomic_path
 from trafficsigns.h5store import CHUNK_IMAGES, Dataset
 from trafficsigns.images import _die_with_parent
@@ -173,11 +172,11 @@ def make_plan(labels: np.ndarray, class_names: list[str], params: AugmentParams)
     allowed = np.zeros((num_classes, 1 + len(FLIPS)), dtype=bool)
     allowed[:, 0] = True
     target = np.tile(np.arange(num_classes)[:, None], (1, 1 + len(FLIPS)))
-    if params.flip:
-        if list(class_names) != list(GTSRB_CLASS_NAMES):
-            raise PipelineError(f"augment.flip: the flip tables are for the {len(GTSRB_CLASS_NAMES)} GTSRB "
-                                f"classes, not this dataset's {num_classes} ({class_names[0]!r}...); "
-                                "set augment.flip: false")
+    if params.flip and list(class_names) != list(GTSRB_CLASS_NAMES):
+        # The committed params flip; switching to MNIST with one -S must still work (digits are not flipped).
+        log.warning("augment.flip: the flip tables are for the %d GTSRB classes, not this dataset's %d "
+                    "(%r...): no flips", len(GTSRB_CLASS_NAMES), num_classes, class_names[0])
+    elif params.flip:
         target, allowed = _flip_tables(num_classes)
     source = [np.arange(n)] * (params.copies + 1)
     copy = [np.full(n, c) for c in range(params.copies + 1)]
