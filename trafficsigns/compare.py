@@ -19,10 +19,10 @@ from trafficsigns.document import Figure, Section, Table, Text, write_document
 from trafficsigns.errors import PipelineError
 from trafficsigns.paths import (BEST_MODEL, COMPARE_HTML, COMPARE_IMAGES, COMPARE_MD, EVALUATE_METRICS,
                                 TRAIN_LIVE_DIR)
-from trafficsigns.report import curves_figure, flatten, parse_curve
+from trafficsigns.report import CURVES, curves_figure, flatten, parse_curve
 
 log = logging.getLogger(__name__)
-VAL_CURVE = TRAIN_LIVE_DIR / "plots" / "metrics" / "val" / "accuracy.tsv"
+VAL_CURVE = CURVES / "val" / "accuracy.tsv"
 SHOWN_APART = ("data.source", "prepare.size", "prepare.mode", "model.name")  # own columns, not "differs"
 
 

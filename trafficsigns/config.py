@@ -171,14 +171,18 @@ def parse_params(raw: dict) -> Params:
         raise PipelineError(f"invalid params: {problems}") from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    path = Path(path)
+def read_yaml(path: str | Path, kind: str):
+    """The parsed YAML file; a missing or malformed one is a one-line PipelineError naming it."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
-        raise PipelineError(f"{path}: no such params file") from None
+        raise PipelineError(f"{path}: no such {kind} file") from None
     except yaml.YAMLError as exc:
         raise PipelineError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    raw = read_yaml(path, "params")
     if raw is not None and not isinstance(raw, dict):
         raise PipelineError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     return parse_params(raw)

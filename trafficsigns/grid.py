@@ -23,10 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from trafficsigns.cli import at_least
-from trafficsigns.config import parse_params
+from trafficsigns.config import parse_params, read_yaml
 from trafficsigns.errors import PipelineError
 from trafficsigns.paths import GRID_FILE
 
@@ -38,12 +36,7 @@ WORKER_DIR = Path(".dvc/tmp/exps/celery")  # DVC 3: `dvc queue start` writes its
 
 def read_grid(path: Path = GRID_FILE) -> dict[str, list]:
     """{"model.name": ["v1", "mnist_cnn"], ...}; a single value is a list of one (fixed for the whole grid)."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: no such grid file") from None
-    except yaml.YAMLError as exc:
-        raise PipelineError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(path, "grid")
     if not isinstance(raw, dict) or not raw:
         raise PipelineError(f"{path}: expected a mapping of params keys to lists of values, "
                             "e.g. 'model.name: [v1, v2]'")
@@ -69,7 +62,7 @@ def _set(tree: dict, dotted: str, value) -> None:
 
 def check_grid(grid: dict[str, list], params_path: Path = Path("params.yaml")) -> None:
     """Each combination applied to params.yaml must be valid params (the same check every stage makes)."""
-    base = yaml.safe_load(params_path.read_text()) or {}
+    base = read_yaml(params_path, "params") or {}
     for combo in combinations(grid):
         params = json.loads(json.dumps(base))  # a deep copy
         for key, value in combo.items():

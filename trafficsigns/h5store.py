@@ -66,13 +66,27 @@ def read_dataset(path: str | Path, splits=SPLITS, expected: dict | None = None) 
         ds = Dataset(
             x={s: f[f"x_{s}"][...] for s in splits},
             y={s: f[f"y_{s}"][...].astype(np.int64) for s in splits},
-            class_names=[n.decode() if isinstance(n, bytes) else n for n in f["class_names"][...]],
+            class_names=_class_names(f),
             tracks={s: f[f"track_{s}"][...] for s in splits if f"track_{s}" in f},
-            meta={k: json.loads(v) for k, v in f["meta"].attrs.items()},
+            meta=_meta(f),
         )
     if expected is not None:
         check_dataset(ds, path, expected)
     return ds
+
+
+def read_summary(path: str | Path) -> tuple[dict[str, int], list[str], dict]:
+    """Images per split, class names and meta, without loading any image."""
+    with _open(path) as f:
+        return {s: len(f[f"y_{s}"]) for s in SPLITS if f"y_{s}" in f}, _class_names(f), _meta(f)
+
+
+def _class_names(f: h5py.File) -> list[str]:
+    return [n.decode() if isinstance(n, bytes) else n for n in f["class_names"][...]]
+
+
+def _meta(f: h5py.File) -> dict:
+    return {k: json.loads(v) for k, v in f["meta"].attrs.items()}
 
 
 def check_dataset(ds: Dataset, path: str | Path, expected: dict) -> None:

@@ -13,7 +13,6 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-import h5py
 import numpy as np
 import yaml
 from matplotlib.ticker import MaxNLocator
@@ -23,7 +22,7 @@ from trafficsigns.config import Params
 from trafficsigns.dataset import expected_meta
 from trafficsigns.document import Code, Figure, Section, Table, Text, write_document
 from trafficsigns.errors import PipelineError
-from trafficsigns.h5store import SPLITS, read_dataset
+from trafficsigns.h5store import read_dataset, read_summary
 from trafficsigns.paths import (BEST_MODEL, DATA_PLOTS, DATASET, DEMYSTIFY_PLOTS, ENSEMBLE_METRICS, EVALUATE_METRICS,
                                 EVALUATE_PLOTS, REPORT_HTML, REPORT_IMAGES, REPORT_MD, TRAIN_LIVE_DIR)
 
@@ -83,10 +82,7 @@ def write_report(params: Params, html_path: Path = REPORT_HTML, md_path: Path = 
                  images_dir: Path = REPORT_IMAGES) -> None:
     evaluation = read_json(EVALUATE_METRICS)
     training = read_json(TRAIN_LIVE_DIR / "metrics.json")
-    with h5py.File(DATASET, "r") as f:  # the sizes and names only: the images stay on disk
-        counts = {split: len(f[f"y_{split}"]) for split in SPLITS}
-        meta = {k: json.loads(v) for k, v in f["meta"].attrs.items()}
-        class_names = [n.decode() if isinstance(n, bytes) else n for n in f["class_names"][...]]
+    counts, class_names, meta = read_summary(DATASET)  # the sizes and names only: the images stay on disk
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         sections = [
