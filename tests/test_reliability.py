@@ -191,9 +191,18 @@ def test_model_with_lambda_layer_is_refused(tmp_path):
 def _stage(stage: str, project, params: dict) -> subprocess.Popen:
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     # Its own process group, killed whole below, as a terminal or a CI timeout kills a job with its workers.
-    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=project, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            start_new_session=True)
+    # stderr to a file (a pipe nobody reads could fill and block the stage); _finished shows it.
+    with open(project / f"{stage}.stderr", "w") as stderr:
+        return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=project, stdout=subprocess.DEVNULL,
+                                stderr=stderr, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                start_new_session=True)
+
+
+def _finished(proc: subprocess.Popen, project) -> None:
+    """Wait for a stage; fail with the end of its stderr if it failed."""
+    if proc.wait() != 0:
+        pytest.fail(f"{proc.args[-1]} exited {proc.returncode}:\n"
+                    + "\n".join((project / f"{proc.args[-1][7:]}.stderr").read_text().splitlines()[-30:]))
 
 
 def _children(pid: int) -> list[int]:
@@ -214,10 +223,14 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _wait_for(predicate, timeout=120.0):
+def _wait_for(predicate, timeout=120.0, stage: tuple[subprocess.Popen, object] | None = None):
+    """Poll `predicate`; with `stage` (process, project), fail early with its stderr if it exits first."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
+        if stage and stage[0].poll() is not None:
+            _finished(*stage)
+            pytest.fail(f"{stage[0].args[-1]} finished before the awaited moment")
         time.sleep(0.01)
 
 
@@ -234,7 +247,7 @@ def test_prepare_killed_leaves_no_half_written_dataset(tiny_raw, delay):
     _wait_for(lambda: not any(_alive(pid) for pid in workers), timeout=10)  # its pool workers die with it
     if output.exists():
         assert len(read_dataset(output).y["test"]) > 0  # a complete file
-    assert _stage("prepare", project, TINY_PARAMS).wait() == 0
+    _finished(_stage("prepare", project, TINY_PARAMS), project)
     assert len(read_dataset(output).y["train"]) > 0
     assert [p.name for p in output.parent.iterdir()] == ["dataset.h5"], "temp files left behind"
 
@@ -255,9 +268,9 @@ def test_train_killed_mid_run_resumes_with_same_step_numbering(tiny_dataset, tmp
     shutil.copy(tiny_dataset, project / "data" / "prepared" / "dataset.h5")
     params = {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 40}}
     last, best = project / "models" / "last.keras", project / "models" / "best.keras"
-    assert _stage("augment", project, params).wait() == 0
+    _finished(_stage("augment", project, params), project)
     proc = _stage("train", project, params)
-    _wait_for(lambda: last.exists())
+    _wait_for(lambda: last.exists(), stage=(proc, project))
     time.sleep(0.3)  # well inside a later epoch
     _kill(proc)
     for path in (last, best):
@@ -268,12 +281,33 @@ def test_train_killed_mid_run_resumes_with_same_step_numbering(tiny_dataset, tmp
     assert 1 <= done < 40
 
     resumed = {**params, "train": {**params["train"], "epochs": done + 2, "resume": True}}
-    assert _stage("train", project, resumed).wait() == 0
+    _finished(_stage("train", project, resumed), project)
     assert read_model_metadata(last)["epoch"] == done + 2
     steps = [int(r.split("\t")[0]) for r in
              (project / "metrics/train/plots/metrics/val/accuracy.tsv").read_text().splitlines()[1:]]
     assert steps[-2:] == [done, done + 1], steps
     assert json.loads((project / "metrics/train/metrics.json").read_text())["step"] == done + 1
+
+
+def test_resume_repairs_logs_a_kill_cut_short(tiny_dataset, tmp_path):
+    """dvclive rewrites metrics.json in place and appends step lines: a kill can leave either cut."""
+    from stages import augment, train
+
+    (tmp_path / "data" / "prepared").mkdir(parents=True)
+    shutil.copy(tiny_dataset, tmp_path / "data" / "prepared" / "dataset.h5")
+    live = tmp_path / "metrics" / "train"
+    with contextlib.chdir(tmp_path):
+        augment.main(parse_params(TINY_PARAMS))
+        train.main(parse_params(TINY_PARAMS))
+        (live / "metrics.json").write_text("")
+        with open(live / "plots/metrics/val/accuracy.tsv", "a") as tsv:
+            tsv.write("2\t0.12")  # a step past the checkpoint, its line cut short
+        (live / "plots/metrics/extra.tsv").write_text("st")  # a header cut short
+        train.main(parse_params({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 3, "resume": True}}))
+    rows = (live / "plots/metrics/val/accuracy.tsv").read_text().splitlines()
+    assert [row.split("\t")[0] for row in rows] == ["step", "0", "1", "2"]
+    assert not (live / "plots/metrics/extra.tsv").exists()
+    assert json.loads((live / "metrics.json").read_text())["step"] == 2
 
 
 def test_resume_refuses_a_checkpoint_from_other_settings(tiny_dataset, tmp_path):

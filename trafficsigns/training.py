@@ -18,6 +18,7 @@ from dvclive import Live
 from trafficsigns.config import AugmentParams, ModelParams, TrainParams
 from trafficsigns.h5store import Dataset
 from trafficsigns.errors import PipelineError
+from trafficsigns.fsutil import write_text
 from trafficsigns.models import build_model, load_model, read_model_metadata, save_model
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,29 @@ def _resume_point(last: Path, best: Path, metadata: dict) -> tuple[keras.Model, 
     return load_model(last), saved["epoch"], best_meta["val_accuracy"], best_meta["epoch"]
 
 
+def _rewind_live(live_dir: Path, epochs_done: int) -> None:
+    """Cut dvclive's logs back to the checkpoint a run resumes from.
+
+    A kill can leave a half-written last line in a step log, or an empty metrics.json (dvclive rewrites
+    it in place), which dvclive's own resume cannot read. Steps are epochs, so keep steps < epochs_done.
+    """
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+        lines = tsv.read_text().split("\n")[:-1]  # the last item is "" or a line cut short
+        if not lines:
+            tsv.unlink()
+            continue
+        header, *rows = lines
+        kept = [row for row in rows if int(row.split("\t", 1)[0]) < epochs_done]
+        write_text(tsv, "\n".join([header, *kept]) + "\n")
+    summary = live_dir / "metrics.json"
+    try:
+        json.loads(summary.read_text())
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        summary.unlink()  # rebuilt at the next step from the metrics logged then
+
+
 def _optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     rate = params.learning_rate
     if params.lr_schedule == "cosine":
@@ -243,6 +267,8 @@ def train(ds: Dataset, model_params: ModelParams, params: TrainParams, best: Pat
         model, initial_epoch, best_accuracy, best_epoch = resumed or (_new_model(ds, model_params, params), 0, -1.0, 0)
     model.summary(print_fn=log.info)
     checkpoints = Checkpoints(best, last, metadata, best_accuracy, best_epoch)
+    if resumed:
+        _rewind_live(live_dir, initial_epoch)
     live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resumed is not None)
     live.step = initial_epoch
     augmenter = online_augmenter(augment or AugmentParams(), params.seed) if params.online_augment else None
