@@ -142,10 +142,10 @@ def measure_train(datasets: dict, scale: str, train_images: int) -> tuple[dict, 
         warmup, steps = STEPS[scale][model]
         paths = dict(zip(("ours", "baseline"), datasets[(size, mode)]))
         runs = {impl: [] for impl in paths}
-        for _ in range(ROUNDS[scale]):
+        for round_ in range(ROUNDS[scale]):
             for impl, path in paths.items():
                 runs[impl].append(worker(measure="train", impl=impl, dataset=str(path), model=model,
-                                         warmup=warmup, steps=steps))
+                                         warmup=warmup, steps=steps, options=impl == "ours" and not round_))
         speed = {impl: max(r["images_per_s"] for r in rs) for impl, rs in runs.items()}
         memory = {impl: max(r["peak_rss_mib"] for r in rs) for impl, rs in runs.items()}
         label = f"train {model} {size}px {mode}"
@@ -154,6 +154,8 @@ def measure_train(datasets: dict, scale: str, train_images: int) -> tuple[dict, 
         measures[f"{label}, epoch of {train_images:,} images"] = cost(epochs[model]["ours"],
                                                                      epochs[model]["baseline"], "s")
         measures[f"{label}, peak RSS"] = cost(memory["ours"], memory["baseline"], "MiB")
+        for option, images_per_s in runs["ours"][0]["options"].items():  # one round: they are not the default
+            measures[f"{label}, train.{option}"] = rate(images_per_s, speed["baseline"], "images/s")
     return measures, epochs
 
 

@@ -40,21 +40,37 @@ def _rate(clock: StepClock, warmup: int, batch_size: int) -> float:
     return (len(ends) - 1) * batch_size / (ends[-1] - ends[0])
 
 
-def train(impl: str, dataset: str, model: str, warmup: int, steps: int) -> dict:
-    clock, limits = StepClock(), {"steps_per_epoch": warmup + steps, "validation_steps": VALIDATION_STEPS}
+# train.* options timed after the default, in the same process: jit_compile last, as it turns op determinism off
+OPTIONS = ("mixed_precision", "jit_compile")
+
+
+def _fit_ours(ds, model: str, params: TrainParams, warmup: int, steps: int) -> float:
+    """What stages/train.py does, for a fixed number of steps: images/s."""
+    clock = StepClock()
+    make_deterministic(params.seed, params.jit_compile)
+    net = _new_model(ds, ModelParams(name=model), params)
+    net.fit(as_batches(ds.x["train"], ds.y["train"], params.batch_size, shuffle_seed=params.seed),
+            validation_data=as_batches(ds.x["val"], ds.y["val"], params.batch_size), epochs=1, shuffle=False,
+            verbose=0, callbacks=[clock], steps_per_epoch=warmup + steps, validation_steps=VALIDATION_STEPS)
+    return _rate(clock, warmup, params.batch_size)
+
+
+def train(impl: str, dataset: str, model: str, warmup: int, steps: int, options: bool = False) -> dict:
+    """images/s and peak RSS of the default settings; with `options`, images/s with each of OPTIONS on."""
     params = TrainParams()
-    if impl == "ours":  # what stages/train.py does, for a fixed number of steps
+    if impl == "ours":
         ds = read_dataset(dataset, splits=("train", "val"))
-        make_deterministic(params.seed)
-        net = _new_model(ds, ModelParams(name=model), params)
-        net.fit(as_batches(ds.x["train"], ds.y["train"], params.batch_size, shuffle_seed=params.seed),
-                validation_data=as_batches(ds.x["val"], ds.y["val"], params.batch_size),
-                epochs=1, shuffle=False, verbose=0, callbacks=[clock], **limits)
-    else:
-        x_train, y_train, x_test, y_test = baselines.read_h5_dataset(dataset)
-        keras.utils.set_random_seed(params.seed)
-        net = baselines.compile_model(build_model(ModelParams(name=model), x_train.shape[1:], NUM_GTSRB_CLASSES))
-        baselines.fit(net, x_train, y_train, x_test, y_test, callbacks=[clock], **limits)
+        result = {"images_per_s": _fit_ours(ds, model, params, warmup, steps), "peak_rss_mib": peak_rss_mib()}
+        if options:  # the peak RSS above is the default's alone
+            result["options"] = {option: _fit_ours(ds, model, params.model_copy(update={option: True}), warmup, steps)
+                                 for option in OPTIONS}
+        return result
+    clock = StepClock()
+    x_train, y_train, x_test, y_test = baselines.read_h5_dataset(dataset)
+    keras.utils.set_random_seed(params.seed)
+    net = baselines.compile_model(build_model(ModelParams(name=model), x_train.shape[1:], NUM_GTSRB_CLASSES))
+    baselines.fit(net, x_train, y_train, x_test, y_test, callbacks=[clock],
+                  steps_per_epoch=warmup + steps, validation_steps=VALIDATION_STEPS)
     return {"images_per_s": _rate(clock, warmup, params.batch_size)}
 
 
@@ -82,7 +98,7 @@ def peak_rss_mib() -> float:
 def main(spec: dict) -> None:
     measure = {"train": train, "predict": predict}[spec.pop("measure")]
     result = measure(**spec)
-    result["peak_rss_mib"] = peak_rss_mib()
+    result.setdefault("peak_rss_mib", peak_rss_mib())
     print(json.dumps(result))
 
 

@@ -63,6 +63,7 @@ MEASURES = [
     "prepare 24px L", "prepare 48px RGB", "prepare 48px L-CLAHE", "prepare 24px L, whole set",
     "HDF5 read, all splits (24px L)",
     "train v1 24px L", "train v1 24px L, peak RSS", "train v2 48px RGB", "train v2 48px RGB, peak RSS",
+    "train v1 24px L, train.mixed_precision", "train v2 48px RGB, train.jit_compile",
     "predict v1 24px L (test set)", "dvc repro, nothing changed",
 ]
 

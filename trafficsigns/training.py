@@ -218,6 +218,8 @@ def distribution_strategy(params: TrainParams) -> tf.distribute.Strategy:
 
 
 def _new_model(ds: Dataset, model_params: ModelParams, params: TrainParams) -> keras.Model:
+    if params.jit_compile and not tf.config.list_physical_devices("GPU"):
+        log.warning("train.jit_compile without a GPU: XLA trained v1 and v2 3-6x slower on CPU (make bench)")
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision_policy(params))
     try:
