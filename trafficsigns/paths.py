@@ -24,3 +24,8 @@ COMPARE_HTML = Path("reports/compare.html")  # not a stage: `python -m trafficsi
 COMPARE_MD = Path("reports/compare.md")
 COMPARE_IMAGES = Path("reports/compare")
 GRID_FILE = Path("grid.yaml")
+
+
+def step_logs(live_dir: Path) -> Path:
+    """dvclive's per-step logs under its folder: <split>/<metric>.tsv, one row per step (an epoch here)."""
+    return live_dir / "plots" / "metrics"

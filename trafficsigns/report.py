@@ -24,7 +24,8 @@ from trafficsigns.document import Code, Figure, Section, Table, Text, write_docu
 from trafficsigns.errors import PipelineError
 from trafficsigns.h5store import read_dataset, read_summary
 from trafficsigns.paths import (BEST_MODEL, DATA_PLOTS, DATASET, DEMYSTIFY_PLOTS, ENSEMBLE_METRICS, EVALUATE_METRICS,
-                                EVALUATE_PLOTS, REPORT_HTML, REPORT_IMAGES, REPORT_MD, TRAIN_LIVE_DIR)
+                                EVALUATE_PLOTS, REPORT_HTML, REPORT_IMAGES, REPORT_MD, TRAIN_LIVE_DIR,
+                                step_logs)
 
 log = logging.getLogger(__name__)
 plt = plots.plt
@@ -34,7 +35,7 @@ DEMYSTIFY_CAPTIONS = {
     "3_relu_maxpool": "One feature map through the convolution, ReLU and 2×2 max-pooling, with the numbers",
     "4_gd_vs_sgd": "Full-batch gradient descent vs mini-batch SGD vs pure SGD at equal compute",
 }
-CURVES = TRAIN_LIVE_DIR / "plots" / "metrics"  # dvclive: <split>/<metric>.tsv, one row per epoch
+CURVES = step_logs(TRAIN_LIVE_DIR)
 
 
 def read_json(path: Path) -> dict:

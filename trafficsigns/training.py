@@ -20,6 +20,7 @@ from trafficsigns.h5store import Dataset
 from trafficsigns.errors import PipelineError
 from trafficsigns.fsutil import write_text
 from trafficsigns.models import build_model, load_model, read_model_metadata, save_model
+from trafficsigns.paths import step_logs
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def _rewind_live(live_dir: Path, epochs_done: int) -> None:
     A kill can leave a half-written last line in a step log, or an empty metrics.json (dvclive rewrites
     it in place), which dvclive's own resume cannot read. Steps are epochs, so keep steps < epochs_done.
     """
-    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+    for tsv in step_logs(live_dir).rglob("*.tsv"):
         lines = tsv.read_text().split("\n")[:-1]  # the last item is "" or a line cut short
         if not lines:
             tsv.unlink()
