@@ -5,6 +5,7 @@ Written plainly on purpose, the way the notebooks read: extract the archives to 
 process, kept as float64 and saved to a contiguous HDF5 file; training is `model.fit` on the NumPy
 arrays read back from it, with FIDLE's settings.
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -18,9 +19,9 @@ from skimage.filters import rank
 from skimage.morphology import disk
 from skimage.util import img_as_ubyte
 
-from trafficsigns.archives import TEST_DIR, TEST_GT_CSV, TEST_GT_ZIP, TEST_ZIP, TRAIN_DIR, TRAIN_ZIP
-from trafficsigns.classes import NUM_GTSRB_CLASSES
-from trafficsigns.images import CHANNELS
+from trafficsigns.data.archives import TEST_DIR, TEST_GT_CSV, TEST_GT_ZIP, TEST_ZIP, TRAIN_DIR, TRAIN_ZIP
+from trafficsigns.data.classes import NUM_GTSRB_CLASSES
+from trafficsigns.data.images import CHANNELS
 
 BATCH_SIZE = 64  # FIDLE GTSRB2's batch size
 
@@ -34,8 +35,12 @@ def extract(raw_dir: Path, dest: Path) -> None:
 def read_annotations(root: Path, split: str) -> tuple[list[Path], np.ndarray, np.ndarray]:
     """Image paths, ROIs (x1, y1, x2, y2) and labels from the extracted CSVs, with pandas."""
     if split == "train":
-        frames = [pd.read_csv(root / TRAIN_DIR / f"{c:05d}" / f"GT-{c:05d}.csv", sep=";").assign(
-            Filename=lambda df, c=c: f"{TRAIN_DIR}/{c:05d}/" + df["Filename"]) for c in range(NUM_GTSRB_CLASSES)]
+        frames = [
+            pd.read_csv(root / TRAIN_DIR / f"{c:05d}" / f"GT-{c:05d}.csv", sep=";").assign(
+                Filename=lambda df, c=c: f"{TRAIN_DIR}/{c:05d}/" + df["Filename"]
+            )
+            for c in range(NUM_GTSRB_CLASSES)
+        ]
         df = pd.concat(frames)
     else:
         df = pd.read_csv(root / TEST_GT_CSV, sep=";").assign(Filename=lambda df: f"{TEST_DIR}/" + df["Filename"])
@@ -50,7 +55,7 @@ def images_enhancement(paths: list[Path], rois: np.ndarray, size: int, mode: str
         img = io.imread(path)
         if img.shape[2] == 4:
             img = color.rgba2rgb(img)
-        img = img[y1:y2 + 1, x1:x2 + 1]
+        img = img[y1 : y2 + 1, x1 : x2 + 1]
         img = transform.resize(img, (size, size))
         if mode == "RGB-HE":
             hsv = color.rgb2hsv(img)
@@ -100,5 +105,6 @@ def compile_model(model):
 
 def fit(model, x_train, y_train, x_test, y_test, **limits):
     """FIDLE GTSRB2's fit (the notebook validates on the test set); `limits`: steps, callbacks."""
-    return model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=1, verbose=0,
-                     validation_data=(x_test, y_test), **limits)
+    return model.fit(
+        x_train, y_train, batch_size=BATCH_SIZE, epochs=1, verbose=0, validation_data=(x_test, y_test), **limits
+    )

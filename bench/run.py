@@ -6,6 +6,7 @@ Data: synthetic GTSRB archives in the official format, generated once and cached
 + 12,660 test images of 15-250 px; tiny: a few hundred). Every ratio is "times better than the
 baseline" (> 1: ours wins). TensorFlow measures run one per process, so each peak RSS is its own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,19 +27,31 @@ import h5py
 import yaml
 
 from bench import baselines
-from stages import prepare
-from trafficsigns.archives import read_test_split, read_train_split
-from trafficsigns.config import parse_params
-from trafficsigns.h5store import CHUNK_IMAGES, image_chunks, read_dataset
-from trafficsigns.paths import DATASET, RAW_DIR
-from trafficsigns.synthetic import write_synthetic_gtsrb
+from trafficsigns.core.config import parse_params
+from trafficsigns.core.paths import DATASET, RAW_DIR
+from trafficsigns.data.archives import read_test_split, read_train_split
+from trafficsigns.data.h5store import CHUNK_IMAGES, image_chunks, read_dataset
+from trafficsigns.data.synthetic import write_synthetic_gtsrb
+from trafficsigns.stages import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = {  # write_synthetic_gtsrb arguments: image sides 15-250 px, GTSRB's class frequencies
-    "full": {"seed": 0, "train_tracks_per_class": 30.3, "test_tracks_per_class": 9.8, "frames_per_track": 30,
-             "min_size": 5, "max_size": 205},
-    "tiny": {"seed": 0, "train_tracks_per_class": 1, "test_tracks_per_class": 1, "frames_per_track": 3,
-             "min_size": 5, "max_size": 205},
+    "full": {
+        "seed": 0,
+        "train_tracks_per_class": 30.3,
+        "test_tracks_per_class": 9.8,
+        "frames_per_track": 30,
+        "min_size": 5,
+        "max_size": 205,
+    },
+    "tiny": {
+        "seed": 0,
+        "train_tracks_per_class": 1,
+        "test_tracks_per_class": 1,
+        "frames_per_track": 3,
+        "min_size": 5,
+        "max_size": 205,
+    },
 }
 PREPARE = ((24, "L"), (48, "RGB"), (48, "L-CLAHE"))
 TRAIN = (("v1", 24, "L"), ("v2", 48, "RGB"))
@@ -47,9 +60,11 @@ STEPS = {"full": {"v1": (5, 100), "v2": (3, 30)}, "tiny": {"v1": (1, 2), "v2": (
 ROUNDS = {"full": 2, "tiny": 1}
 DEFAULT_EPOCHS = 5  # params.yaml's train.epochs: what re-running the notebooks end to end costs
 # the committed pipeline, shrunk for --scale tiny (a no-op's cost does not depend on the data's size)
-TINY_PIPELINE = {"data": {"synthetic": {"train_tracks_per_class": 2, "test_tracks_per_class": 1,
-                                        "frames_per_track": 3}},
-                 "model": {"name": "mnist_cnn"}, "train": {"epochs": 1}}
+TINY_PIPELINE = {
+    "data": {"synthetic": {"train_tracks_per_class": 2, "test_tracks_per_class": 1, "frames_per_track": 3}},
+    "model": {"name": "mnist_cnn"},
+    "train": {"epochs": 1},
+}
 
 
 def ensure_data(data_dir: Path, scale: str) -> Path:
@@ -115,16 +130,25 @@ def compression_table(ours_h5: Path, work: Path) -> list[dict]:
     with h5py.File(ours_h5) as f:
         x = f["x_train"][...]
     rows = []
-    for label, options in (("none", {}), ("lzf", {"compression": "lzf"}),
-                           ("gzip 1", {"compression": "gzip", "compression_opts": 1}),
-                           ("gzip 4", {"compression": "gzip", "compression_opts": 4})):
+    for label, options in (
+        ("none", {}),
+        ("lzf", {"compression": "lzf"}),
+        ("gzip 1", {"compression": "gzip", "compression_opts": 1}),
+        ("gzip 4", {"compression": "gzip", "compression_opts": 4}),
+    ):
         path = work / "compression.h5"
         with h5py.File(path, "w") as f:
             write_s, _ = timed(f.create_dataset, "x", data=x, chunks=image_chunks(x), **options)
         with h5py.File(path) as f:
             read_s, _ = timed(lambda: f["x"][...])
-        rows.append({"compression": label, "MiB": round(path.stat().st_size / 2**20, 1),
-                     "write_s": round(write_s, 2), "read_MiB_per_s": round(x.nbytes / 2**20 / read_s)})
+        rows.append(
+            {
+                "compression": label,
+                "MiB": round(path.stat().st_size / 2**20, 1),
+                "write_s": round(write_s, 2),
+                "read_MiB_per_s": round(x.nbytes / 2**20 / read_s),
+            }
+        )
         path.unlink()
     return rows
 
@@ -144,15 +168,25 @@ def measure_train(datasets: dict, scale: str, train_images: int) -> tuple[dict, 
         runs = {impl: [] for impl in paths}
         for round_ in range(ROUNDS[scale]):
             for impl, path in paths.items():
-                runs[impl].append(worker(measure="train", impl=impl, dataset=str(path), model=model,
-                                         warmup=warmup, steps=steps, options=impl == "ours" and not round_))
+                runs[impl].append(
+                    worker(
+                        measure="train",
+                        impl=impl,
+                        dataset=str(path),
+                        model=model,
+                        warmup=warmup,
+                        steps=steps,
+                        options=impl == "ours" and not round_,
+                    )
+                )
         speed = {impl: max(r["images_per_s"] for r in rs) for impl, rs in runs.items()}
         memory = {impl: max(r["peak_rss_mib"] for r in rs) for impl, rs in runs.items()}
         label = f"train {model} {size}px {mode}"
         epochs[model] = {impl: train_images / s for impl, s in speed.items()}
         measures[label] = rate(speed["ours"], speed["baseline"], "images/s")
-        measures[f"{label}, epoch of {train_images:,} images"] = cost(epochs[model]["ours"],
-                                                                     epochs[model]["baseline"], "s")
+        measures[f"{label}, epoch of {train_images:,} images"] = cost(
+            epochs[model]["ours"], epochs[model]["baseline"], "s"
+        )
         measures[f"{label}, peak RSS"] = cost(memory["ours"], memory["baseline"], "MiB")
         for option, images_per_s in runs["ours"][0]["options"].items():  # one round: they are not the default
             measures[f"{label}, train.{option}"] = rate(images_per_s, speed["baseline"], "images/s")
@@ -168,8 +202,11 @@ def measure_predict(datasets: dict) -> dict:
 
 def sh(cwd: Path, *args: str) -> str:
     """Run a command quietly (TensorFlow's and DVC's chatter hidden); its stdout, or its stderr on failure."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+    }
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if done.returncode:
         raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}) in {cwd}:\n{done.stderr[-3000:]}")
@@ -207,22 +244,45 @@ def measure_repro(scale: str, work: Path, baseline_stages: float) -> dict:
 
 
 def rate(ours: float, baseline: float, unit: str) -> dict:
-    return {"unit": unit, "better": "higher", "ours": ours, "baseline": baseline, "ratio": ours / baseline,
-            "load_average": os.getloadavg()[0]}
+    return {
+        "unit": unit,
+        "better": "higher",
+        "ours": ours,
+        "baseline": baseline,
+        "ratio": ours / baseline,
+        "load_average": os.getloadavg()[0],
+    }
 
 
 def cost(ours: float, baseline: float, unit: str) -> dict:
-    return {"unit": unit, "better": "lower", "ours": ours, "baseline": baseline, "ratio": baseline / ours,
-            "load_average": os.getloadavg()[0]}
+    return {
+        "unit": unit,
+        "better": "lower",
+        "ours": ours,
+        "baseline": baseline,
+        "ratio": baseline / ours,
+        "load_average": os.getloadavg()[0],
+    }
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpus": os.cpu_count(), "cpu": cpu, "gpu": "none (GPU not measured)",
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "python": platform.python_version(), "tensorflow": version("tensorflow"),
-            "load_average_at_start": os.getloadavg()[0]}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "gpu": "none (GPU not measured)",
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "tensorflow": version("tensorflow"),
+        "load_average_at_start": os.getloadavg()[0],
+    }
 
 
 def run(scale: str, data_dir: Path) -> dict:
@@ -238,8 +298,11 @@ def run(scale: str, data_dir: Path) -> dict:
         train, epochs = measure_train(datasets, scale, train_images)
         measures |= train | measure_predict(datasets)
         predict = measures["predict v1 24px L (test set)"]["baseline"]
-        notebooks = (measures["prepare 24px L, whole set"]["baseline"] + DEFAULT_EPOCHS * epochs["v1"]["baseline"]
-                     + test_images / predict)
+        notebooks = (
+            measures["prepare 24px L, whole set"]["baseline"]
+            + DEFAULT_EPOCHS * epochs["v1"]["baseline"]
+            + test_images / predict
+        )
         measures |= measure_repro(scale, work, notebooks)
     results["measures"] = measures
     results["machine"]["load_average_at_end"] = os.getloadavg()[0]
@@ -248,21 +311,30 @@ def run(scale: str, data_dir: Path) -> dict:
 
 def report(results: dict) -> str:
     m = results["machine"]
-    lines = [f"bench ({results['scale']}): {results['images']['train']:,} train + {results['images']['test']:,} "
-             f"test images; {m['cpus']} CPUs ({m['cpu']}), {m['gpu']}; load average {m['load_average_at_start']:.1f} "
-             f"at start, {m['load_average_at_end']:.1f} at end",
-             f"{'measure':52} {'unit':>9} {'ours':>10} {'baseline':>10} {'ratio':>7} {'load':>5}"]
+    lines = [
+        f"bench ({results['scale']}): {results['images']['train']:,} train + {results['images']['test']:,} "
+        f"test images; {m['cpus']} CPUs ({m['cpu']}), {m['gpu']}; load average {m['load_average_at_start']:.1f} "
+        f"at start, {m['load_average_at_end']:.1f} at end",
+        f"{'measure':52} {'unit':>9} {'ours':>10} {'baseline':>10} {'ratio':>7} {'load':>5}",
+    ]
     for name, r in results["measures"].items():
-        lines.append(f"{name:52} {r['unit']:>9} {r['ours']:>10,.1f} {r['baseline']:>10,.1f} {r['ratio']:>6.2f}x "
-                     f"{r['load_average']:>5.1f}")
-    lines += ["ratio: times better than the baseline (> 1: ours wins); load: the machine's 1-minute load average "
-              "when the measure ended. Prepare: ours best of a run before and one after the baseline's. Train: "
-              "images/s over fixed steps after a warm-up, best of the rounds, each round in fresh processes; "
-              "epoch seconds extrapolated from it. Baseline of the no-op repro: the notebooks re-run "
-              "(prepare 24px L + 5 epochs of v1 + predict).",
-              "HDF5 compression of x_train 48px RGB, chunks of %d images:" % CHUNK_IMAGES]
-    lines += [f"  {r['compression']:7} {r['MiB']:>8,.1f} MiB  write {r['write_s']:5.2f} s  "
-              f"read {r['read_MiB_per_s']:>6,} MiB/s" for r in results["h5_compression"]]
+        lines.append(
+            f"{name:52} {r['unit']:>9} {r['ours']:>10,.1f} {r['baseline']:>10,.1f} {r['ratio']:>6.2f}x "
+            f"{r['load_average']:>5.1f}"
+        )
+    lines += [
+        "ratio: times better than the baseline (> 1: ours wins); load: the machine's 1-minute load average "
+        "when the measure ended. Prepare: ours best of a run before and one after the baseline's. Train: "
+        "images/s over fixed steps after a warm-up, best of the rounds, each round in fresh processes; "
+        "epoch seconds extrapolated from it. Baseline of the no-op repro: the notebooks re-run "
+        "(prepare 24px L + 5 epochs of v1 + predict).",
+        f"HDF5 compression of x_train 48px RGB, chunks of {CHUNK_IMAGES} images:",
+    ]
+    lines += [
+        f"  {r['compression']:7} {r['MiB']:>8,.1f} MiB  write {r['write_s']:5.2f} s  "
+        f"read {r['read_MiB_per_s']:>6,} MiB/s"
+        for r in results["h5_compression"]
+    ]
     return "\n".join(lines)
 
 
@@ -270,8 +342,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SYNTHETIC), default="full")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
-    parser.add_argument("--data-dir", type=Path, default=ROOT / "bench" / "data",
-                        help="where the generated archives are cached (default: %(default)s)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=ROOT / "bench" / "data",
+        help="where the generated archives are cached (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     results = run(args.scale, args.data_dir)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

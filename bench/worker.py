@@ -3,6 +3,7 @@
 Prints one JSON line: images/s and the process's peak resident memory (MiB), everything included
 (interpreter, TensorFlow, data, model). Linux (reads /proc).
 """
+
 from __future__ import annotations
 
 import json
@@ -10,15 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-import trafficsigns  # noqa: F401  (sets TensorFlow's environment before it loads)
 import keras
 
+import trafficsigns  # noqa: F401  (sets TensorFlow's environment before it loads)
 from bench import baselines
-from trafficsigns.classes import NUM_GTSRB_CLASSES
-from trafficsigns.config import EvaluateParams, ModelParams, TrainParams
-from trafficsigns.h5store import read_dataset
-from trafficsigns.models import build_model
-from trafficsigns.training import _new_model, as_batches, make_deterministic
+from trafficsigns.core.config import EvaluateParams, ModelParams, TrainParams
+from trafficsigns.data.classes import NUM_GTSRB_CLASSES
+from trafficsigns.data.h5store import read_dataset
+from trafficsigns.modeling.models import build_model
+from trafficsigns.modeling.training import _new_model, as_batches, make_deterministic
 
 VALIDATION_STEPS = 2  # the validation data is set up (its memory counted) but barely run: not timed anyway
 
@@ -36,7 +37,7 @@ class StepClock(keras.callbacks.Callback):
 
 def _rate(clock: StepClock, warmup: int, batch_size: int) -> float:
     """Training images/s over the steps after `warmup` (which pay for tracing and first allocations)."""
-    ends = clock.ends[warmup - 1:]
+    ends = clock.ends[warmup - 1 :]
     return (len(ends) - 1) * batch_size / (ends[-1] - ends[0])
 
 
@@ -45,13 +46,20 @@ OPTIONS = ("mixed_precision", "jit_compile")
 
 
 def _fit_ours(ds, model: str, params: TrainParams, warmup: int, steps: int) -> float:
-    """What stages/train.py does, for a fixed number of steps: images/s."""
+    """What trafficsigns/stages/train.py does, for a fixed number of steps: images/s."""
     clock = StepClock()
     make_deterministic(params.seed, params.jit_compile)
     net = _new_model(ds, ModelParams(name=model), params)
-    net.fit(as_batches(ds.x["train"], ds.y["train"], params.batch_size, shuffle_seed=params.seed),
-            validation_data=as_batches(ds.x["val"], ds.y["val"], params.batch_size), epochs=1, shuffle=False,
-            verbose=0, callbacks=[clock], steps_per_epoch=warmup + steps, validation_steps=VALIDATION_STEPS)
+    net.fit(
+        as_batches(ds.x["train"], ds.y["train"], params.batch_size, shuffle_seed=params.seed),
+        validation_data=as_batches(ds.x["val"], ds.y["val"], params.batch_size),
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[clock],
+        steps_per_epoch=warmup + steps,
+        validation_steps=VALIDATION_STEPS,
+    )
     return _rate(clock, warmup, params.batch_size)
 
 
@@ -62,15 +70,25 @@ def train(impl: str, dataset: str, model: str, warmup: int, steps: int, options:
         ds = read_dataset(dataset, splits=("train", "val"))
         result = {"images_per_s": _fit_ours(ds, model, params, warmup, steps), "peak_rss_mib": peak_rss_mib()}
         if options:  # the peak RSS above is the default's alone
-            result["options"] = {option: _fit_ours(ds, model, params.model_copy(update={option: True}), warmup, steps)
-                                 for option in OPTIONS}
+            result["options"] = {
+                option: _fit_ours(ds, model, params.model_copy(update={option: True}), warmup, steps)
+                for option in OPTIONS
+            }
         return result
     clock = StepClock()
     x_train, y_train, x_test, y_test = baselines.read_h5_dataset(dataset)
     keras.utils.set_random_seed(params.seed)
     net = baselines.compile_model(build_model(ModelParams(name=model), x_train.shape[1:], NUM_GTSRB_CLASSES))
-    baselines.fit(net, x_train, y_train, x_test, y_test, callbacks=[clock],
-                  steps_per_epoch=warmup + steps, validation_steps=VALIDATION_STEPS)
+    baselines.fit(
+        net,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        callbacks=[clock],
+        steps_per_epoch=warmup + steps,
+        validation_steps=VALIDATION_STEPS,
+    )
     return {"images_per_s": _rate(clock, warmup, params.batch_size)}
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny GTSRB-format archives made by the synthetic generator (real format, seconds)."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trafficsigns.synthetic import write_synthetic_gtsrb
+from trafficsigns.data.synthetic import write_synthetic_gtsrb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,8 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def tiny_raw_master(tmp_path_factory) -> Path:
     raw = tmp_path_factory.mktemp("raw")
-    write_synthetic_gtsrb(raw, seed=1, train_tracks_per_class=2, test_tracks_per_class=1, frames_per_track=3,
-                          workers=1)
+    write_synthetic_gtsrb(raw, seed=1, train_tracks_per_class=2, test_tracks_per_class=1, frames_per_track=3, workers=1)
     return raw
 
 
@@ -53,8 +53,8 @@ def tiny_dataset(tiny_raw_master, tmp_path_factory) -> Path:
     """The tiny archives through the real `prepare` stage: a dataset.h5 at 24 px L."""
     import contextlib
 
-    from stages import prepare
-    from trafficsigns.config import parse_params
+    from trafficsigns.core.config import parse_params
+    from trafficsigns.stages import prepare
 
     project = tmp_path_factory.mktemp("project")
     shutil.copytree(tiny_raw_master, project / "data" / "raw")

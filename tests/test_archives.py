@@ -1,10 +1,11 @@
 """Real parsing of real-format archives, and a clear error for each way they can be broken."""
+
 import numpy as np
 import pytest
 
 from tests.conftest import rewrite_member
-from trafficsigns.archives import TEST_GT_CSV, TEST_GT_ZIP, TRAIN_DIR, TRAIN_ZIP, read_test_split, read_train_split
-from trafficsigns.errors import PipelineError
+from trafficsigns.core.errors import PipelineError
+from trafficsigns.data.archives import TEST_GT_CSV, TEST_GT_ZIP, TRAIN_DIR, TRAIN_ZIP, read_test_split, read_train_split
 
 CSV_0 = f"{TRAIN_DIR}/00000/GT-00000.csv"
 

@@ -1,4 +1,5 @@
 """The `augment` stage: deterministic, training split only, labels right under the flip tables, values in [0, 1]."""
+
 import contextlib
 import functools
 import shutil
@@ -9,19 +10,25 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from stages import augment as stage
 from tests.conftest import TINY_PARAMS
-from trafficsigns import augment
-from trafficsigns.augment import Ranges, augment_split, make_plan
-from trafficsigns.classes import (GTSRB_CLASS_NAMES, HFLIP_SELF, MIRROR_PAIRS, NUM_GTSRB_CLASSES, ROT180_SELF,
-                                  VFLIP_SELF, flipped_class)
-from trafficsigns.config import AugmentParams, parse_params
-from trafficsigns.dataset import expected_meta
-from trafficsigns.errors import PipelineError
-from trafficsigns.fsutil import md5sum
-from trafficsigns.h5store import Dataset, read_dataset
-from trafficsigns.paths import AUGMENT_PLOTS, AUGMENTED, DATASET
-from trafficsigns.synthetic import draw_pictogram
+from trafficsigns.core.config import AugmentParams, parse_params
+from trafficsigns.core.errors import PipelineError
+from trafficsigns.core.fsutil import md5sum
+from trafficsigns.core.paths import AUGMENT_PLOTS, AUGMENTED, DATASET
+from trafficsigns.data import augment
+from trafficsigns.data.augment import Ranges, augment_split, make_plan
+from trafficsigns.data.classes import (
+    GTSRB_CLASS_NAMES,
+    HFLIP_SELF,
+    MIRROR_PAIRS,
+    NUM_GTSRB_CLASSES,
+    ROT180_SELF,
+    VFLIP_SELF,
+    flipped_class,
+)
+from trafficsigns.data.h5store import Dataset, expected_meta, read_dataset
+from trafficsigns.data.synthetic import draw_pictogram
+from trafficsigns.stages import augment as stage
 
 ALL_ON = dict(rotation=15, shift=0.1, zoom=0.2, shear=10, brightness=0.2, contrast=0.3, blur=1.0, noise=0.05)
 
@@ -41,9 +48,13 @@ def toy(n_per_class=(5, 1, 3), size: int = 12, seed: int = 0, names=None) -> Dat
     """A small random training split with GTSRB's class names (classes 3.. have no image)."""
     rng = np.random.default_rng(seed)
     y = np.repeat(np.arange(len(n_per_class)), n_per_class)
-    return Dataset(x={"train": rng.random((len(y), size, size, 3), dtype=np.float32)}, y={"train": y},
-                   class_names=list(names or GTSRB_CLASS_NAMES), tracks={"train": np.arange(len(y)) // 2},
-                   meta={"size": size, "mode": "RGB", "channels": 3})
+    return Dataset(
+        x={"train": rng.random((len(y), size, size, 3), dtype=np.float32)},
+        y={"train": y},
+        class_names=list(names or GTSRB_CLASS_NAMES),
+        tracks={"train": np.arange(len(y)) // 2},
+        meta={"size": size, "mode": "RGB", "channels": 3},
+    )
 
 
 def run(ds: Dataset, tmp_path, name="out.h5", workers=1, **params) -> Dataset:
@@ -52,6 +63,7 @@ def run(ds: Dataset, tmp_path, name="out.h5", workers=1, **params) -> Dataset:
 
 
 # --- flip tables ------------------------------------------------------------------------------------
+
 
 def flip(image: np.ndarray, kind: str) -> np.ndarray:
     return {"horizontal": image[:, ::-1], "vertical": image[::-1], "both": image[::-1, ::-1]}[kind]
@@ -122,6 +134,7 @@ def test_flip_is_skipped_for_other_classes(tmp_path, caplog):
 
 # --- the transforms ---------------------------------------------------------------------------------
 
+
 def test_affine_is_scipys_bilinear_nearest_edge():
     """The fast NumPy warp equals scipy.ndimage.affine_transform(order=1, mode='nearest') to float32 rounding."""
     rng = np.random.default_rng(0)
@@ -130,8 +143,11 @@ def test_affine_is_scipys_bilinear_nearest_edge():
     for u in rng.uniform(-1, 1, (5, 10)):
         h, w = image.shape[:2]
         a, s = np.deg2rad(r.rotation * u[0]), np.deg2rad(r.shear * u[5])
-        linear = (np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) @ np.array([[1, 0], [np.tan(s), 1]])
-                  @ np.diag(1 / (1 + r.zoom * u[3:5])))
+        linear = (
+            np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+            @ np.array([[1, 0], [np.tan(s), 1]])
+            @ np.diag(1 / (1 + r.zoom * u[3:5]))
+        )
         centre = np.array([(h - 1) / 2, (w - 1) / 2])
         matrix = np.eye(3)
         matrix[:2, :2] = linear
@@ -179,9 +195,15 @@ def test_copies_multiply_the_set_after_the_originals(tmp_path):
     assert np.array_equal(out.tracks["train"], np.tile(ds.tracks["train"], 4))
     assert x[:n].tobytes() == ds.x["train"].tobytes()
     for copy in range(1, 4):  # every copy differs from its original and from the other copies
-        assert (np.abs(x[copy * n:(copy + 1) * n] - ds.x["train"]).mean(axis=(1, 2, 3)) > 0.01).all()
+        assert (np.abs(x[copy * n : (copy + 1) * n] - ds.x["train"]).mean(axis=(1, 2, 3)) > 0.01).all()
     assert out.meta["augment"]["counts"] | {"per_class": None} == {
-        "originals": n, "copies": 3 * n, "balance": 0, "relabelled": 0, "total": 4 * n, "per_class": None}
+        "originals": n,
+        "copies": 3 * n,
+        "balance": 0,
+        "relabelled": 0,
+        "total": 4 * n,
+        "per_class": None,
+    }
 
 
 def test_balance_raises_rare_classes_with_augmented_images(tmp_path):
@@ -190,7 +212,7 @@ def test_balance_raises_rare_classes_with_augmented_images(tmp_path):
     counts = np.bincount(out.y["train"], minlength=NUM_GTSRB_CLASSES)
     assert counts[:3].tolist() == [20, 12, 12]  # class 0 had 20 with its copies: left alone
     assert counts[3:].sum() == 0  # classes without an image cannot be raised
-    extras = out.x["train"][2 * 14:]
+    extras = out.x["train"][2 * 14 :]
     assert len(extras) == 10 + 6 and out.meta["augment"]["counts"]["balance"] == 16
     sources = make_plan(ds.y["train"], ds.class_names, AugmentParams(copies=1, balance=12, rotation=10)).source[28:]
     assert not any(np.array_equal(e, ds.x["train"][s]) for e, s in zip(extras, sources))  # not plain duplicates
@@ -208,15 +230,19 @@ def test_balance_extras_keep_their_class_under_flips():
 
 # --- params and errors --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw, expected", [
-    ({"preset": "fidle", "rotation": 5}, "leave rotation at 0"),
-    ({"copies": 2}, "plain duplicates"),
-    ({"balance": 100}, "plain duplicates"),
-    ({"zoom": 1.0}, "'augment.zoom'"),
-    ({"copies": -1}, "'augment.copies'"),
-    ({"preset": "keras"}, "'augment.preset'"),
-    ({"rotatoin": 10}, "unknown key 'augment.rotatoin'"),
-])
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"preset": "fidle", "rotation": 5}, "leave rotation at 0"),
+        ({"copies": 2}, "plain duplicates"),
+        ({"balance": 100}, "plain duplicates"),
+        ({"zoom": 1.0}, "'augment.zoom'"),
+        ({"copies": -1}, "'augment.copies'"),
+        ({"preset": "keras"}, "'augment.preset'"),
+        ({"rotatoin": 10}, "unknown key 'augment.rotatoin'"),
+    ],
+)
 def test_bad_augment_params_are_refused(raw, expected):
     with pytest.raises(PipelineError, match="invalid params") as err:
         parse_params({"augment": raw})
@@ -248,6 +274,7 @@ def test_a_failure_mid_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 # --- the stage ------------------------------------------------------------------------------------
+
 
 def test_stage_on_the_tiny_dataset(tiny_dataset, tmp_path):
     project = tmp_path / "project"

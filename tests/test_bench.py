@@ -1,4 +1,5 @@
 """The benchmark harness runs (at a tiny size; not a timed test), and the speed-ups it drove changed no result."""
+
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ def test_as_batches_gives_the_batches_from_tensor_slices_gave():
     """Same order (seeded reshuffle every epoch) and same values: the committed metrics cannot move."""
     import tensorflow as tf
 
-    from trafficsigns.training import as_batches, make_deterministic
+    from trafficsigns.modeling.training import as_batches, make_deterministic
 
     rng = np.random.default_rng(0)
     x = rng.random((203, 6, 6, 3), dtype=np.float32)
@@ -33,7 +34,7 @@ def test_as_batches_gives_the_batches_from_tensor_slices_gave():
 
 
 def test_vectorised_clahe_is_skimage_bit_for_bit():
-    from trafficsigns.images import CLAHE_BLOCK, clahe
+    from trafficsigns.data.images import CLAHE_BLOCK, clahe
 
     rng = np.random.default_rng(1)
     for shape in ((CLAHE_BLOCK + 5, 24, 24), (3, 48, 48), (4, 37, 30), (2, 8, 8), (2, 9, 17)):
@@ -46,8 +47,8 @@ def test_vectorised_clahe_is_skimage_bit_for_bit():
 
 
 def test_prepare_chunk_equals_one_image_at_a_time(tiny_raw_master):
-    from trafficsigns.archives import read_train_split
-    from trafficsigns.images import CHANNELS, _prepare_chunk, prepare_image
+    from trafficsigns.data.archives import read_train_split
+    from trafficsigns.data.images import CHANNELS, _prepare_chunk, prepare_image
 
     split = read_train_split(tiny_raw_master)
     items = [(m, tuple(int(v) for v in r)) for m, r in zip(split.members[:40], split.rois[:40])]
@@ -60,19 +61,31 @@ def test_prepare_chunk_equals_one_image_at_a_time(tiny_raw_master):
 
 
 MEASURES = [
-    "prepare 24px L", "prepare 48px RGB", "prepare 48px L-CLAHE", "prepare 24px L, whole set",
+    "prepare 24px L",
+    "prepare 48px RGB",
+    "prepare 48px L-CLAHE",
+    "prepare 24px L, whole set",
     "HDF5 read, all splits (24px L)",
-    "train v1 24px L", "train v1 24px L, peak RSS", "train v2 48px RGB", "train v2 48px RGB, peak RSS",
-    "train v1 24px L, train.mixed_precision", "train v2 48px RGB, train.jit_compile",
-    "predict v1 24px L (test set)", "dvc repro, nothing changed",
+    "train v1 24px L",
+    "train v1 24px L, peak RSS",
+    "train v2 48px RGB",
+    "train v2 48px RGB, peak RSS",
+    "train v1 24px L, train.mixed_precision",
+    "train v2 48px RGB, train.jit_compile",
+    "predict v1 24px L (test set)",
+    "dvc repro, nothing changed",
 ]
 
 
 @pytest.mark.slow
 def test_harness_runs_at_tiny_scale(tmp_path):
     out = tmp_path / "results.json"
-    done = subprocess.run([sys.executable, "-m", "bench.run", "--scale", "tiny", "--out", str(out),
-                           "--data-dir", str(tmp_path / "data")], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--scale", "tiny", "--out", str(out), "--data-dir", str(tmp_path / "data")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
     measures = results["measures"]
@@ -80,8 +93,9 @@ def test_harness_runs_at_tiny_scale(tmp_path):
     assert any(name.startswith("train v1 24px L, epoch of") for name in measures)
     for name, m in measures.items():
         assert m["ours"] > 0 and m["baseline"] > 0 and m["ratio"] > 0, name
-        assert m["ratio"] == pytest.approx(m["ours"] / m["baseline"] if m["better"] == "higher"
-                                           else m["baseline"] / m["ours"]), name
+        assert m["ratio"] == pytest.approx(
+            m["ours"] / m["baseline"] if m["better"] == "higher" else m["baseline"] / m["ours"]
+        ), name
     assert [row["compression"] for row in results["h5_compression"]] == ["none", "lzf", "gzip 1", "gzip 4"]
     assert results["machine"]["cpus"] >= 1 and results["images"]["train"] > 0
     assert "prepare 48px L-CLAHE" in done.stdout and "ratio" in done.stdout

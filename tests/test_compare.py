@@ -1,4 +1,5 @@
 """A 2×2 grid through DVC's queue in a throw-away repo, then `compare` over it; the grid's guards."""
+
 import contextlib
 import itertools
 import json
@@ -12,11 +13,11 @@ import pytest
 import yaml
 
 from tests.test_pipeline import TINY, copy_repo, sh
-from trafficsigns.compare import experiments, table, write_comparison
-from trafficsigns.ensemble import member_path
-from trafficsigns.errors import PipelineError
-from trafficsigns.grid import check_grid, combinations, hydra_value, read_grid, set_args, workers_alive
-from trafficsigns.models import read_model_metadata
+from trafficsigns.core.errors import PipelineError
+from trafficsigns.experiments.compare import experiments, table, write_comparison
+from trafficsigns.experiments.grid import check_grid, combinations, hydra_value, read_grid, set_args, workers_alive
+from trafficsigns.modeling.ensemble import member_path
+from trafficsigns.modeling.models import read_model_metadata
 
 GRID = {"model.name": ["mnist_cnn", "dnn"], "prepare.mode": ["L", "RGB"]}
 TRIMMED = ("export", "demystify", "report")
@@ -26,11 +27,18 @@ TABLE_RULE = "|" + " --- |" * 9
 def test_grid_file_expands_and_typos_stop_before_queueing(tmp_path):
     (tmp_path / "grid.yaml").write_text("model.name: [v1, mnist_cnn]\nprepare.size: 32\n")
     grid = read_grid(tmp_path / "grid.yaml")
-    assert combinations(grid) == [{"model.name": "v1", "prepare.size": 32},
-                                  {"model.name": "mnist_cnn", "prepare.size": 32}]
+    assert combinations(grid) == [
+        {"model.name": "v1", "prepare.size": 32},
+        {"model.name": "mnist_cnn", "prepare.size": 32},
+    ]
     assert set_args(grid) == ["-S", "model.name=v1,mnist_cnn", "-S", "prepare.size=32"]
-    assert [hydra_value(v) for v in (True, None, "", "a,b", "/data/gtsrb-35px")] == ["true", "null", "''", "'a,b'",
-                                                                                       "/data/gtsrb-35px"]
+    assert [hydra_value(v) for v in (True, None, "", "a,b", "/data/gtsrb-35px")] == [
+        "true",
+        "null",
+        "''",
+        "'a,b'",
+        "/data/gtsrb-35px",
+    ]
     (tmp_path / "params.yaml").write_text("model:\n  name: v1\n")
     with pytest.raises(PipelineError, match=r"unknown key 'model.nme'"):
         check_grid({"model.nme": ["v1"]}, tmp_path / "params.yaml")
@@ -54,23 +62,49 @@ def test_queue_workers_are_watched_through_their_pid_files(tmp_path, monkeypatch
 
 
 def _exp_show(name, model, mode, accuracy, state="success"):
-    data = {"params": {"params.yaml": {"data": {"data": {"source": "synthetic"}, "prepare": {"size": 24, "mode": mode},
-                                                "model": {"name": model}, "train": {"epochs": 2}}}},
-            "metrics": {"metrics/evaluate.json": {"data": {"accuracy": accuracy, "macro_f1": accuracy / 2}},
-                        "metrics/train/metrics.json": {"data": {"train_seconds": 3.0, "parameters": 1234}}},
-            "outs": {"models/best.keras": {"size": 3 * 2**20}}}
-    return {"revs": [{"rev": f"{name}-rev", "name": name, "data": data if state == "success" else None}],
-            "executor": {"state": state}, "name": name}
+    data = {
+        "params": {
+            "params.yaml": {
+                "data": {
+                    "data": {"source": "synthetic"},
+                    "prepare": {"size": 24, "mode": mode},
+                    "model": {"name": model},
+                    "train": {"epochs": 2},
+                }
+            }
+        },
+        "metrics": {
+            "metrics/evaluate.json": {"data": {"accuracy": accuracy, "macro_f1": accuracy / 2}},
+            "metrics/train/metrics.json": {"data": {"train_seconds": 3.0, "parameters": 1234}},
+        },
+        "outs": {"models/best.keras": {"size": 3 * 2**20}},
+    }
+    return {
+        "revs": [{"rev": f"{name}-rev", "name": name, "data": data if state == "success" else None}],
+        "executor": {"state": state},
+        "name": name,
+    }
 
 
 def test_table_from_exp_show_json_highlights_the_best():
-    exp_show = [{"rev": "workspace", "experiments": None},
-                {"rev": "abc", "name": "main", "experiments": [_exp_show("a", "v1", "L", 0.9),
-                                                                _exp_show("b", "dnn", "RGB", 0.95),
-                                                                _exp_show("c", "v1", "L", 0, state="queued")]}]
+    exp_show = [
+        {"rev": "workspace", "experiments": None},
+        {
+            "rev": "abc",
+            "name": "main",
+            "experiments": [
+                _exp_show("a", "v1", "L", 0.9),
+                _exp_show("b", "dnn", "RGB", 0.95),
+                _exp_show("c", "v1", "L", 0, state="queued"),
+            ],
+        },
+    ]
     exps = experiments(exp_show)
-    assert [(e.name, e.state, e.evaluated) for e in exps] == [("a", "success", True), ("b", "success", True),
-                                                               ("c", "queued", False)]
+    assert [(e.name, e.state, e.evaluated) for e in exps] == [
+        ("a", "success", True),
+        ("b", "success", True),
+        ("c", "queued", False),
+    ]
     t = table(exps[:2])
     assert t.rows[0][:5] == ["b", "synthetic 24 px RGB", "dnn", "-", "95.00%"] and t.rows[0][-1] == "3.0"
     assert t.bold == {(0, 0), (0, 4)}
@@ -100,11 +134,12 @@ def test_a_2x2_grid_runs_through_the_queue_and_compare_shows_4_rows(tmp_path):
     sh(repo, sys.executable, "-m", "trafficsigns", "compare")
     markdown = (repo / "reports" / "compare.md").read_text()
     lines = markdown.splitlines()
-    rows = list(itertools.takewhile(lambda line: line.startswith("| "), lines[lines.index(TABLE_RULE) + 1:]))
+    rows = list(itertools.takewhile(lambda line: line.startswith("| "), lines[lines.index(TABLE_RULE) + 1 :]))
     assert len(rows) == 4, markdown
     cells = [[c.strip(" *") for c in row.strip("|").split("|")] for row in rows]
-    assert sorted((c[2], c[1]) for c in cells) == sorted((m, f"synthetic 24 px {mode}") for m in GRID["model.name"]
-                                                         for mode in GRID["prepare.mode"])
+    assert sorted((c[2], c[1]) for c in cells) == sorted(
+        (m, f"synthetic 24 px {mode}") for m in GRID["model.name"] for mode in GRID["prepare.mode"]
+    )
     assert all(re.fullmatch(r"\d+\.\d\d%", c[4]) for c in cells)
     assert (repo / "reports" / "compare" / "val_accuracy.png").exists()
     page = (repo / "reports" / "compare.html").read_text()

@@ -2,8 +2,8 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from trafficsigns.config import Params, load_params, parse_params
-from trafficsigns.errors import PipelineError
+from trafficsigns.core.config import Params, load_params, parse_params
+from trafficsigns.core.errors import PipelineError
 
 
 def test_committed_params_are_valid_and_complete():
@@ -13,7 +13,8 @@ def test_committed_params_are_valid_and_complete():
 
     def keys(d, prefix=""):
         return {f"{prefix}{k}" for k, v in d.items()} | {
-            k for key, v in d.items() if isinstance(v, dict) for k in keys(v, f"{prefix}{key}.")}
+            k for key, v in d.items() if isinstance(v, dict) for k in keys(v, f"{prefix}{key}.")
+        }
 
     assert keys(raw) == keys(params.model_dump())
 

@@ -1,12 +1,14 @@
 """The `demystify` command: its figures with and without the optional inputs, and its errors."""
+
 import logging
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from trafficsigns.demystify import FirstConv, main
-from trafficsigns.h5store import SPLITS, Dataset, write_dataset
+from trafficsigns.cli import main
+from trafficsigns.data.h5store import SPLITS, Dataset, write_dataset
+from trafficsigns.explain.demystify import FirstConv
 
 FAST = ["--digits", "60", "--epochs", "1"]  # figure 4 on a toy problem: the test is about the plumbing
 
@@ -21,8 +23,8 @@ def pngs(folder):
 
 def test_without_model_or_dataset_falls_back_and_says_so(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)  # no models/best.keras, no data/prepared/dataset.h5 here
-    with caplog.at_level(logging.INFO, logger="trafficsigns.demystify"):
-        assert main(FAST) == 0
+    with caplog.at_level(logging.INFO, logger="trafficsigns.explain.demystify"):
+        assert main(["demystify", *FAST]) == 0
     assert pngs(tmp_path / "plots" / "demystify") == ["1_classic_kernels.png", "3_relu_maxpool.png", "4_gd_vs_sgd.png"]
     assert "no model at models/best.keras: skipping figure 2" in caplog.text
     assert "no dataset at data/prepared/dataset.h5: using a synthetic digit" in caplog.text
@@ -31,7 +33,7 @@ def test_without_model_or_dataset_falls_back_and_says_so(tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize("option", ["--model", "--dataset"])
 def test_an_explicit_input_that_is_missing_is_an_error(tmp_path, capsys, option):
-    assert main(["--out", str(tmp_path / "out"), option, str(tmp_path / "missing"), *FAST]) == 1
+    assert main(["demystify", "--out", str(tmp_path / "out"), option, str(tmp_path / "missing"), *FAST]) == 1
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'missing'}: {option[2:]} not found")
     assert not (tmp_path / "out").exists()
 
@@ -41,13 +43,22 @@ def rgb_model_and_dataset(tmp_path):
     """A 3-channel model whose first layer is a strided, same-padded Conv2D, and a tiny RGB dataset."""
     import keras
 
-    model = keras.Sequential([keras.Input((12, 12, 3)), keras.layers.Conv2D(5, 3, strides=2, padding="same",
-                                                                            activation="relu"),
-                              keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")], name="toy")
+    model = keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(5, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, activation="softmax"),
+        ],
+        name="toy",
+    )
     model.save(tmp_path / "toy.keras")
     rng = np.random.default_rng(0)
-    ds = Dataset(x={s: rng.random((4, 12, 12, 3), dtype=np.float32) for s in SPLITS},
-                 y={s: np.array([0, 1, 0, 1]) for s in SPLITS}, class_names=["a", "b"])
+    ds = Dataset(
+        x={s: rng.random((4, 12, 12, 3), dtype=np.float32) for s in SPLITS},
+        y={s: np.array([0, 1, 0, 1]) for s in SPLITS},
+        class_names=["a", "b"],
+    )
     write_dataset(tmp_path / "dataset.h5", ds)
     return model, tmp_path / "toy.keras", tmp_path / "dataset.h5"
 
@@ -63,6 +74,13 @@ def test_the_model_first_layer_in_numpy_equals_keras(rgb_model_and_dataset):
 def test_with_model_and_dataset_all_figures(rgb_model_and_dataset, tmp_path):
     _, model_path, dataset_path = rgb_model_and_dataset
     out = tmp_path / "figures"
-    assert main(["--out", str(out), "--model", str(model_path), "--dataset", str(dataset_path), *FAST]) == 0
-    assert pngs(out) == ["1_classic_kernels.png", "2_first_layer_feature_maps.png", "2_first_layer_kernels.png",
-                         "3_relu_maxpool.png", "4_gd_vs_sgd.png"]
+    assert (
+        main(["demystify", "--out", str(out), "--model", str(model_path), "--dataset", str(dataset_path), *FAST]) == 0
+    )
+    assert pngs(out) == [
+        "1_classic_kernels.png",
+        "2_first_layer_feature_maps.png",
+        "2_first_layer_kernels.png",
+        "3_relu_maxpool.png",
+        "4_gd_vs_sgd.png",
+    ]

@@ -1,7 +1,8 @@
 """The offline MNIST-like digits: deterministic, MNIST's format, all classes, and learnable."""
+
 import numpy as np
 
-from trafficsigns.digits import render_digits, write_mnist_npz
+from trafficsigns.explain.digits import render_digits, write_mnist_npz
 
 
 def test_same_seed_same_digits_other_seed_or_stream_other_digits():

@@ -1,4 +1,5 @@
 """download.py against a real HTTP server on 127.0.0.1 that can drop, fail, stall or ignore ranges on demand."""
+
 from __future__ import annotations
 
 import errno
@@ -20,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from trafficsigns.download import fetch, fetch_all
-from trafficsigns.fsutil import md5sum
-from trafficsigns.errors import PipelineError
+from trafficsigns.core.errors import PipelineError
+from trafficsigns.core.fsutil import md5sum
+from trafficsigns.data.download import fetch, fetch_all
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -37,6 +38,7 @@ FAST = dict(retries=3, backoff=0.01, timeout=2.0)  # retries must stay cheap
 @dataclass
 class Server:
     """What the handler serves, the faults it injects (each list is consumed one request at a time) and what it saw."""
+
     url: str
     files: dict[str, bytes] = field(default_factory=lambda: dict(FILES))
     drops: list[int] = field(default_factory=list)  # body bytes to send before hanging up
@@ -77,14 +79,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))  # the full length, even when dropping early
         self.end_headers()
         if st.drops:
-            body = body[:st.drops.pop(0)]
+            body = body[: st.drops.pop(0)]
             self.close_connection = True
         st.sent.append(len(body))  # before writing: the client may finish reading before we return
         try:
             if st.trickles:
                 delay = st.trickles.pop(0)
                 for i in range(0, len(body), 4096):
-                    self.wfile.write(body[i:i + 4096])
+                    self.wfile.write(body[i : i + 4096])
                     self.wfile.flush()
                     time.sleep(delay)
             else:
@@ -219,7 +221,7 @@ def test_giving_up_mid_transfer_keeps_part_for_next_run(server, tmp_path):
     with pytest.raises(PipelineError, match="connection dropped.*data.mirror"):
         fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
     assert not (tmp_path / BIG).exists()
-    assert (tmp_path / f"{BIG}.part").read_bytes() == FILES[BIG][:4 * K]
+    assert (tmp_path / f"{BIG}.part").read_bytes() == FILES[BIG][: 4 * K]
     fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
     assert server.ranges()[-1] == f"bytes={4 * K}-"
     assert (tmp_path / BIG).read_bytes() == FILES[BIG]
@@ -267,7 +269,7 @@ def test_local_mirror_checksum_mismatch_leaves_nothing(tmp_path):
 
 def test_existing_verified_file_is_not_fetched_again(server, tmp_path, caplog):
     (tmp_path / BIG).write_bytes(FILES[BIG])
-    with caplog.at_level(logging.INFO, logger="trafficsigns.download"):
+    with caplog.at_level(logging.INFO, logger="trafficsigns.data.download"):
         fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
     assert server.requests == []
     assert "already present" in caplog.text
@@ -290,7 +292,8 @@ def test_download_killed_by_a_signal_resumes_on_rerun(server, tmp_path):
     server.trickles = [0.02]  # the first transfer takes ~0.5 s: time to kill it halfway
     dest = tmp_path / BIG
     part = tmp_path / (BIG + ".part")
-    code = f"from trafficsigns.download import fetch; fetch({server.url + '/' + BIG!r}, {str(dest)!r}, checksum={MD5[BIG]!r})"
+    url = server.url + "/" + BIG
+    code = f"from trafficsigns.data.download import fetch; fetch({url!r}, {str(dest)!r}, checksum={MD5[BIG]!r})"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 20
     while not (part.exists() and part.stat().st_size >= 8192) and time.monotonic() < deadline:

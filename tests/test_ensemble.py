@@ -1,4 +1,5 @@
 """The committee: the average of its members' saved predictions, scored next to each member's."""
+
 import contextlib
 import json
 import shutil
@@ -8,15 +9,15 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY_PARAMS
-from trafficsigns.config import parse_params
-from trafficsigns.ensemble import PREPROCESSING, committee_probabilities, committee_scores
-from trafficsigns.errors import PipelineError
-from trafficsigns.h5store import read_dataset
-from trafficsigns.models import save_model
+from trafficsigns.core.config import parse_params
+from trafficsigns.core.errors import PipelineError
+from trafficsigns.data.h5store import read_dataset
+from trafficsigns.modeling.ensemble import PREPROCESSING, committee_probabilities, committee_scores
+from trafficsigns.modeling.models import save_model
 
 # Saved test-set predictions of two members (4 images, 3 classes) and the true labels.
-A = np.array([[.8, .1, .1], [.1, .5, .4], [.2, .2, .6], [.5, .4, .1]])
-B = np.array([[.2, .7, .1], [.1, .2, .7], [.3, .3, .4], [.1, .8, .1]])
+A = np.array([[0.8, 0.1, 0.1], [0.1, 0.5, 0.4], [0.2, 0.2, 0.6], [0.5, 0.4, 0.1]])
+B = np.array([[0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.3, 0.3, 0.4], [0.1, 0.8, 0.1]])
 Y = np.array([0, 2, 2, 1])
 
 
@@ -24,8 +25,10 @@ def test_committee_of_saved_predictions_equals_the_hand_computed_average(tmp_pat
     np.save(tmp_path / "a.npy", A), np.save(tmp_path / "b.npy", B)
     saved = {name: np.load(tmp_path / f"{name}.npy") for name in ("a", "b")}
     # by hand: (A + B) / 2 = [.5 .4 .1], [.1 .35 .55], [.25 .25 .5], [.3 .6 .1] -> classes 0, 2, 2, 1: all right
-    np.testing.assert_allclose(committee_probabilities(list(saved.values())),
-                               [[.5, .4, .1], [.1, .35, .55], [.25, .25, .5], [.3, .6, .1]])
+    np.testing.assert_allclose(
+        committee_probabilities(list(saved.values())),
+        [[0.5, 0.4, 0.1], [0.1, 0.35, 0.55], [0.25, 0.25, 0.5], [0.3, 0.6, 0.1]],
+    )
     scores = committee_scores(saved, Y)
     assert scores["members"]["a"]["accuracy"] == 0.5  # A says 0, 1, 2, 0
     assert scores["members"]["b"]["accuracy"] == 0.75  # B says 1, 2, 2, 1
@@ -39,10 +42,14 @@ def test_members_must_predict_the_same_shape():
 
 def _tiny_model(ds, seed: int, path, **preprocessing):
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input(ds.x["test"].shape[1:]), keras.layers.Flatten(),
-                              keras.layers.Dense(ds.num_classes, activation="softmax")])
-    meta = {"class_names": ds.class_names, "preprocessing": {**{k: ds.meta[k] for k in PREPROCESSING},
-                                                             **preprocessing}}
+    model = keras.Sequential(
+        [
+            keras.Input(ds.x["test"].shape[1:]),
+            keras.layers.Flatten(),
+            keras.layers.Dense(ds.num_classes, activation="softmax"),
+        ]
+    )
+    meta = {"class_names": ds.class_names, "preprocessing": {**{k: ds.meta[k] for k in PREPROCESSING}, **preprocessing}}
     save_model(model, path, meta)
     return model
 
@@ -59,7 +66,7 @@ def project(tiny_dataset, tmp_path):
 
 
 def test_evaluate_writes_each_member_and_the_committee(project):
-    from stages import evaluate
+    from trafficsigns.stages import evaluate
 
     root, ds, members = project
     x, y = ds.x["test"], ds.y["test"]
@@ -78,7 +85,7 @@ def test_evaluate_writes_each_member_and_the_committee(project):
 
 
 def test_a_member_prepared_otherwise_or_missing_is_refused(project):
-    from stages import evaluate
+    from trafficsigns.stages import evaluate
 
     root, ds, _ = project
     _tiny_model(ds, 3, root / "rgb.keras", mode="RGB")

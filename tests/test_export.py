@@ -1,4 +1,5 @@
 """Exports of a trained model: SavedModel and TFLite float32 agree with Keras; int8 costs under a point."""
+
 import contextlib
 import json
 
@@ -8,26 +9,44 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY_PARAMS
-from trafficsigns.config import parse_params
-from trafficsigns.errors import PipelineError
-from trafficsigns.export import (EXPORT_FILES, evaluate_exports, export_all, export_savedmodel, savedmodel_predict,
-                                 tflite_interpreter, tflite_predict)
-from trafficsigns.h5store import read_dataset
-from trafficsigns.models import METADATA_MEMBER, read_model_metadata
+from trafficsigns.core.config import parse_params
+from trafficsigns.core.errors import PipelineError
+from trafficsigns.data.h5store import read_dataset
+from trafficsigns.modeling.export import (
+    EXPORT_FILES,
+    evaluate_exports,
+    export_all,
+    export_savedmodel,
+    savedmodel_predict,
+    tflite_interpreter,
+    tflite_predict,
+)
+from trafficsigns.modeling.models import METADATA_MEMBER, read_model_metadata
 
 
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory):
     """(model, dataset, export folder) from the real stages, on synthetic data big enough that one
     point of test accuracy is ~10 images; light dropout trains the small CNN well in 12 epochs."""
-    from stages import augment, prepare, train
-    from trafficsigns.synthetic import write_synthetic_gtsrb
+    from trafficsigns.data.synthetic import write_synthetic_gtsrb
+    from trafficsigns.stages import augment, prepare, train
 
     project = tmp_path_factory.mktemp("export")
-    write_synthetic_gtsrb(project / "data" / "raw", seed=2, train_tracks_per_class=4, test_tracks_per_class=3,
-                          frames_per_track=8, workers=1)
-    params = parse_params({**TINY_PARAMS, "model": {"name": "mnist_cnn", "dropout": 0.1, "conv_dropout": 0.0},
-                           "train": {**TINY_PARAMS["train"], "epochs": 12, "learning_rate": 0.005}})
+    write_synthetic_gtsrb(
+        project / "data" / "raw",
+        seed=2,
+        train_tracks_per_class=4,
+        test_tracks_per_class=3,
+        frames_per_track=8,
+        workers=1,
+    )
+    params = parse_params(
+        {
+            **TINY_PARAMS,
+            "model": {"name": "mnist_cnn", "dropout": 0.1, "conv_dropout": 0.0},
+            "train": {**TINY_PARAMS["train"], "epochs": 12, "learning_rate": 0.005},
+        }
+    )
     with contextlib.chdir(project):
         prepare.main(params)
         augment.main(params)
@@ -73,8 +92,9 @@ def test_int8_is_integer_only_and_costs_under_one_point(paths, exports):
     assert scores["saved_model"]["accuracy"] == scores["tflite_float32"]["accuracy"] == keras_accuracy
     assert abs(scores["tflite_int8"]["accuracy"] - keras_accuracy) <= 0.01
     assert scores["keras"]["bytes"] == model.stat().st_size
-    assert {fmt: s["bytes"] for fmt, s in scores.items() if fmt != "keras"} == \
-        {fmt: e["bytes"] for fmt, e in exports.items()}
+    assert {fmt: s["bytes"] for fmt, s in scores.items() if fmt != "keras"} == {
+        fmt: e["bytes"] for fmt, e in exports.items()
+    }
 
 
 def test_dataset_prepared_otherwise_is_refused(paths, tmp_path):

@@ -1,4 +1,5 @@
 """Image preparation: FIDLE's operations, our faster decode/resize, and clear errors."""
+
 import io
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 from PIL import Image
 from skimage import color, exposure
 
-from trafficsigns.errors import PipelineError
-from trafficsigns.images import CHANNELS, crop_and_resize, enhance, prepare_image
+from trafficsigns.core.errors import PipelineError
+from trafficsigns.data.images import CHANNELS, crop_and_resize, enhance, prepare_image
 
 
 def ppm_bytes(rgb: np.ndarray) -> bytes:

@@ -1,4 +1,5 @@
 """MNIST in the same pipeline, on a small MNIST-format .npz made here (real MNIST is not reachable offline)."""
+
 import contextlib
 import json
 
@@ -6,12 +7,12 @@ import numpy as np
 import pytest
 
 from tests.test_pipeline import TINY, copy_repo, sh
-from trafficsigns.config import parse_params
-from trafficsigns.dataset import read_mnist
-from trafficsigns.digits import write_mnist_npz
-from trafficsigns.download import MNIST_ARCHIVES, MNIST_BASE_URL, fetch_all
-from trafficsigns.errors import PipelineError
-from trafficsigns.h5store import read_dataset
+from trafficsigns.core.config import parse_params
+from trafficsigns.core.errors import PipelineError
+from trafficsigns.data.dataset import read_mnist
+from trafficsigns.data.download import MNIST_ARCHIVES, MNIST_BASE_URL, fetch_all
+from trafficsigns.data.h5store import read_dataset
+from trafficsigns.explain.digits import write_mnist_npz
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_download_verifies_sha256_of_the_official_file(mirror, tmp_path):
 
 
 def test_prepare_writes_the_same_hdf5_layout(mirror, tmp_path):
-    from stages import prepare
+    from trafficsigns.stages import prepare
 
     (tmp_path / "data" / "raw").mkdir(parents=True)
     (tmp_path / "data" / "raw" / "mnist.npz").write_bytes((mirror / "mnist.npz").read_bytes())
@@ -46,8 +47,13 @@ def test_bad_npz_is_named(tmp_path):
     np.savez(tmp_path / "mnist.npz", x_train=np.zeros((3, 28, 28), np.uint8))
     with pytest.raises(PipelineError, match="mnist.npz: missing array\\(s\\) y_train, x_test, y_test"):
         read_mnist(tmp_path / "mnist.npz")
-    np.savez(tmp_path / "mnist.npz", x_train=np.zeros((3, 28, 28), np.uint8), y_train=np.array([1, 2, 12]),
-             x_test=np.zeros((1, 28, 28), np.uint8), y_test=np.array([0]))
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=np.zeros((3, 28, 28), np.uint8),
+        y_train=np.array([1, 2, 12]),
+        x_test=np.zeros((1, 28, 28), np.uint8),
+        y_test=np.array([0]),
+    )
     with pytest.raises(PipelineError, match="labels 1..12"):
         read_mnist(tmp_path / "mnist.npz")
 
@@ -56,8 +62,20 @@ def test_bad_npz_is_named(tmp_path):
 @pytest.mark.parametrize("model", ["mnist_cnn", "dnn"])
 def test_mnist_exp_run_end_to_end(mirror, tmp_path, model):
     repo = copy_repo(tmp_path, {"train": TINY["train"]})
-    sh(repo, "dvc", "exp", "run", "-S", "data.source=mnist", "-S", f"data.mirror={mirror}", "-S", "data.verify=false",
-       "-S", f"model.name={model}")
+    sh(
+        repo,
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "data.source=mnist",
+        "-S",
+        f"data.mirror={mirror}",
+        "-S",
+        "data.verify=false",
+        "-S",
+        f"model.name={model}",
+    )
     metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
     assert metrics["images"] == 200 and 0.0 <= metrics["accuracy"] <= 1.0
     assert (repo / "plots" / "evaluate" / "worst_errors.png").exists()

@@ -1,10 +1,11 @@
 """The NumPy reference ops: forward equals Keras with the same weights, backward equals finite differences."""
+
 import keras
 import numpy as np
 import pytest
 
-from trafficsigns import numpy_nn as nn
-from trafficsigns.digits import render_digits
+from trafficsigns.explain import numpy_nn as nn
+from trafficsigns.explain.digits import render_digits
 
 rng = np.random.default_rng(0)
 
@@ -91,9 +92,13 @@ def check_grads(forward, backward, *inputs):
 @pytest.mark.parametrize("padding", ["valid", "same"])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_conv2d_backward(padding, stride):
-    check_grads(lambda x, w, b: nn.conv2d(x, w, b, stride, padding),
-                lambda dy, x, w, b: nn.conv2d_backward(dy, x, w, stride, padding),
-                randn(2, 5, 6, 2, dtype=np.float64), randn(3, 2, 2, 3, dtype=np.float64), randn(3, dtype=np.float64))
+    check_grads(
+        lambda x, w, b: nn.conv2d(x, w, b, stride, padding),
+        lambda dy, x, w, b: nn.conv2d_backward(dy, x, w, stride, padding),
+        randn(2, 5, 6, 2, dtype=np.float64),
+        randn(3, 2, 2, 3, dtype=np.float64),
+        randn(3, dtype=np.float64),
+    )
 
 
 def test_relu_backward():
@@ -102,19 +107,31 @@ def test_relu_backward():
 
 @pytest.mark.parametrize("pool, stride", [(2, None), (3, 1), (2, (1, 2))])
 def test_maxpool2d_backward(pool, stride):
-    check_grads(lambda x: nn.maxpool2d(x, pool, stride), lambda dy, x: [nn.maxpool2d_backward(dy, x, pool, stride)],
-                randn(2, 6, 7, 2, dtype=np.float64))
+    check_grads(
+        lambda x: nn.maxpool2d(x, pool, stride),
+        lambda dy, x: [nn.maxpool2d_backward(dy, x, pool, stride)],
+        randn(2, 6, 7, 2, dtype=np.float64),
+    )
 
 
 def test_dense_backward():
-    check_grads(nn.dense, lambda dy, x, w, b: nn.dense_backward(dy, x, w),
-                randn(4, 5, dtype=np.float64), randn(5, 3, dtype=np.float64), randn(3, dtype=np.float64))
+    check_grads(
+        nn.dense,
+        lambda dy, x, w, b: nn.dense_backward(dy, x, w),
+        randn(4, 5, dtype=np.float64),
+        randn(5, 3, dtype=np.float64),
+        randn(3, dtype=np.float64),
+    )
 
 
 def test_softmax_cross_entropy_backward():
     z, y = randn(5, 4, dtype=np.float64), rng.integers(0, 4, 5)
-    np.testing.assert_allclose(nn.softmax_cross_entropy_backward(z, y),
-                               numerical_grad(lambda: nn.softmax_cross_entropy(z, y), z), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(
+        nn.softmax_cross_entropy_backward(z, y),
+        numerical_grad(lambda: nn.softmax_cross_entropy(z, y), z),
+        rtol=1e-5,
+        atol=1e-8,
+    )
 
 
 def test_tiny_cnn_backpropagation():

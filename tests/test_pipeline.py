@@ -1,4 +1,5 @@
 """End to end through DVC, in a throw-away copy of this repo: what a user does, and what CI reproduces."""
+
 import csv
 import io
 import json
@@ -71,8 +72,20 @@ def test_tiny_pipeline_through_dvc(tmp_path):
     # A train.* change re-runs train and evaluate only.
     assert json.loads((repo / "metrics" / "export.json").read_text()) == {"enabled": False}
 
-    sh(repo, "dvc", "exp", "run", "-S", "train.epochs=1", "-S", "model.filters=4", "-S", "export.enabled=true",
-       "-S", "train.tensorboard=true")
+    sh(
+        repo,
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "train.epochs=1",
+        "-S",
+        "model.filters=4",
+        "-S",
+        "export.enabled=true",
+        "-S",
+        "train.tensorboard=true",
+    )
     assert any((repo / "logs" / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard logs"
     rows = list(csv.DictReader(io.StringIO(sh(repo, "dvc", "exp", "show", "--csv").stdout)))
     assert any(row.get("model.filters") == "4" and row.get("accuracy") for row in rows), rows
@@ -95,7 +108,7 @@ def test_typo_in_params_fails_with_one_clear_line(tmp_path):
     repo = copy_repo(tmp_path, TINY)
     text = (repo / "params.yaml").read_text().replace("  epochs:", "  epoch:")
     (repo / "params.yaml").write_text(text)
-    result = sh(repo, sys.executable, "-m", "stages.train", check=False)
+    result = sh(repo, sys.executable, "-m", "trafficsigns.stages.train", check=False)
     assert result.returncode == 1
     assert "error: invalid params: unknown key 'train.epoch'" in result.stderr
 

@@ -1,4 +1,5 @@
 """`python -m trafficsigns predict` on pictures a user would have: the sign cut out of a photo, as files."""
+
 import contextlib
 import io
 import json
@@ -15,13 +16,14 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ROOT, TINY_PARAMS
-from trafficsigns.__main__ import EXIT_ERROR, EXIT_SKIPPED, main
-from trafficsigns.archives import read_test_split
-from trafficsigns.classes import GTSRB_CLASS_NAMES
-from trafficsigns.config import parse_params
-from trafficsigns.h5store import read_dataset
-from trafficsigns.images import prepare_image
-from trafficsigns.predict import predict_files
+from trafficsigns.cli import main
+from trafficsigns.core.config import parse_params
+from trafficsigns.core.shell import EXIT_ERROR, EXIT_SKIPPED
+from trafficsigns.data.archives import read_test_split
+from trafficsigns.data.classes import GTSRB_CLASS_NAMES
+from trafficsigns.data.h5store import read_dataset
+from trafficsigns.data.images import prepare_image
+from trafficsigns.modeling.predict import predict_files
 
 # Two sizes and two colour modes.
 SETTINGS = {
@@ -31,8 +33,10 @@ SETTINGS = {
 
 # Light dropout, 12 epochs: a model whose classes depend on the image (not a near-uniform one), so
 # agreeing on them means something, and top classes are no near-ties that round-off could swap.
-QUICK_TRAINING = {"model": {"name": "mnist_cnn", "dropout": 0.1, "conv_dropout": 0.0},
-                  "train": {**TINY_PARAMS["train"], "epochs": 12, "learning_rate": 0.005}}
+QUICK_TRAINING = {
+    "model": {"name": "mnist_cnn", "dropout": 0.1, "conv_dropout": 0.0},
+    "train": {**TINY_PARAMS["train"], "epochs": 12, "learning_rate": 0.005},
+}
 
 
 def write_roi_crops(raw_dir, out_dir) -> None:
@@ -53,7 +57,7 @@ def write_roi_crops(raw_dir, out_dir) -> None:
 @pytest.fixture(scope="module")
 def projects(tiny_raw_master, tmp_path_factory) -> dict:
     """Per setting, a project after the real prepare and train stages, plus crops/ of its test images."""
-    from stages import augment, prepare, train
+    from trafficsigns.stages import augment, prepare, train
 
     made = {}
     for name, prepare_params in SETTINGS.items():
@@ -93,10 +97,24 @@ def test_cli_json_gives_the_models_classes_on_the_prepared_test_set(projects, se
     project = projects[setting]
     model_path = project / "models" / "best.keras"
     result = subprocess.run(
-        [sys.executable, "-m", "trafficsigns", "predict", str(project / "crops"), "--json", "--model", str(model_path),
-         "--batch-size", "50"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-        stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "trafficsigns",
+            "predict",
+            str(project / "crops"),
+            "--json",
+            "--model",
+            str(model_path),
+            "--batch-size",
+            "50",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr
     predictions = json.loads(result.stdout)
 
@@ -106,8 +124,9 @@ def test_cli_json_gives_the_models_classes_on_the_prepared_test_set(projects, se
     top1 = [p["top_k"][0]["class_id"] for p in predictions]
     assert top1 == probs.argmax(axis=1).tolist()
     assert len(set(top1)) > 10, "a trained model, whose classes depend on the image"
-    assert np.allclose([[c["probability"] for c in p["top_k"]] for p in predictions],
-                       -np.sort(-probs, axis=1)[:, :3], atol=1e-5)
+    assert np.allclose(
+        [[c["probability"] for c in p["top_k"]] for p in predictions], -np.sort(-probs, axis=1)[:, :3], atol=1e-5
+    )
     assert all(c["name"] == GTSRB_CLASS_NAMES[c["class_id"]] for p in predictions for c in p["top_k"])
 
 
@@ -132,8 +151,16 @@ def test_bad_files_are_skipped_by_name_and_the_exit_is_non_zero(projects, tmp_pa
         shutil.copy(project / "crops" / name, folder / name)
     (folder / "notes.ppm").write_text("not an image")
     (folder / "README.txt").write_text("not searched: no image suffix")
-    code = main(["predict", str(folder), str(tmp_path / "gone.png"), "--json",
-                 "--model", str(project / "models" / "best.keras")])
+    code = main(
+        [
+            "predict",
+            str(folder),
+            str(tmp_path / "gone.png"),
+            "--json",
+            "--model",
+            str(project / "models" / "best.keras"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == EXIT_SKIPPED
     assert [r["path"] for r in json.loads(out)] == [str(folder / "00001.ppm"), str(folder / "00002.ppm")]
@@ -158,8 +185,9 @@ def test_text_table_shows_top_k_per_image(projects, capsys):
     for result, block in zip(expected, (rows[:5], rows[5:])):
         assert [r[0] for r in block] == [result["path"], "", "", "", ""]
         assert [int(r[1]) for r in block] == [1, 2, 3, 4, 5]
-        assert [(int(r[2]), r[3], r[4]) for r in block] == \
-            [(c["class_id"], c["name"], f"{c['probability']:.4f}") for c in result["top_k"]]
+        assert [(int(r[2]), r[3], r[4]) for r in block] == [
+            (c["class_id"], c["name"], f"{c['probability']:.4f}") for c in result["top_k"]
+        ]
 
 
 def test_user_errors_are_one_line_and_exit_1(projects, tmp_path, capsys):

@@ -1,15 +1,15 @@
 """The prepare stage on real-format archives: the HDF5 a user trains from, and what it refuses."""
+
 import subprocess
 import sys
 import zipfile
 
 import numpy as np
-import pytest
 
 from tests.conftest import ROOT, rewrite_member
-from trafficsigns.archives import TRAIN_DIR, TRAIN_ZIP
-from trafficsigns.dataset import split_by_track
-from trafficsigns.h5store import read_dataset
+from trafficsigns.data.archives import TRAIN_DIR, TRAIN_ZIP
+from trafficsigns.data.dataset import split_by_track
+from trafficsigns.data.h5store import read_dataset
 
 
 def test_dataset_layout_and_values(tiny_dataset):
@@ -21,8 +21,11 @@ def test_dataset_layout_and_values(tiny_dataset):
     assert len(ds.class_names) == 43 and ds.class_names[14] == "Stop"
     meta = ds.meta
     assert meta["size"] == 24 and meta["mode"] == "L" and meta["source"] == "synthetic"
-    assert set(meta["inputs_md5"]) == {"GTSRB_Final_Training_Images.zip", "GTSRB_Final_Test_Images.zip",
-                                       "GTSRB_Final_Test_GT.zip"}
+    assert set(meta["inputs_md5"]) == {
+        "GTSRB_Final_Training_Images.zip",
+        "GTSRB_Final_Test_Images.zip",
+        "GTSRB_Final_Test_GT.zip",
+    }
     assert meta["counts"] == {s: len(ds.y[s]) for s in ("train", "val", "test")}
 
 
@@ -43,8 +46,14 @@ def test_split_by_track_fraction_and_seed():
 
 def run_stage(stage: str, cwd, params: str) -> subprocess.CompletedProcess:
     (cwd / "params.yaml").write_text(params)
-    return subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=cwd, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", f"trafficsigns.stages.{stage}"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
 
 
 def test_unknown_mode_fails_before_any_work(tiny_raw):

@@ -1,7 +1,7 @@
 """Hostile inputs and interrupted runs: nothing lost, nothing let in (README, "Reliability")."""
+
 import contextlib
 import errno
-import io
 import json
 import os
 import shutil
@@ -20,13 +20,13 @@ import yaml
 from PIL import Image
 
 from tests.conftest import ROOT, TINY_PARAMS, rewrite_member
-from trafficsigns import archives
-from trafficsigns.archives import TRAIN_DIR, TRAIN_ZIP, read_train_split
-from trafficsigns.config import parse_params
-from trafficsigns.errors import PipelineError
-from trafficsigns.h5store import read_dataset, write_dataset
-from trafficsigns.images import prepare_image
-from trafficsigns.models import load_model
+from trafficsigns.core.config import parse_params
+from trafficsigns.core.errors import PipelineError
+from trafficsigns.data import archives
+from trafficsigns.data.archives import TRAIN_DIR, TRAIN_ZIP, read_train_split
+from trafficsigns.data.h5store import read_dataset, write_dataset
+from trafficsigns.data.images import prepare_image
+from trafficsigns.modeling.models import load_model
 
 CSV_0 = f"{TRAIN_DIR}/00000/GT-00000.csv"
 
@@ -38,8 +38,10 @@ def add_member(archive, info: zipfile.ZipInfo | str, data: bytes = b"x") -> None
 
 # --- archives -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["../../evil.ppm", "/etc/evil.ppm", f"{TRAIN_DIR}/../../../evil.ppm",
-                                  "C:\\evil.ppm", "..\\evil.ppm"])
+
+@pytest.mark.parametrize(
+    "name", ["../../evil.ppm", "/etc/evil.ppm", f"{TRAIN_DIR}/../../../evil.ppm", "C:\\evil.ppm", "..\\evil.ppm"]
+)
 def test_zip_slip_member_is_refused(tiny_raw, name):
     add_member(tiny_raw / TRAIN_ZIP, name)
     with pytest.raises(PipelineError, match="escapes the archive's folder"):
@@ -73,11 +75,13 @@ def test_too_many_members_or_bytes_is_refused(tiny_raw, monkeypatch):
 
 # --- CSV rows ---------------------------------------------------------------------------------------
 
+
 def _replace_line(line_no: int, new):
     def edit(data: bytes) -> bytes:
         lines = data.decode().splitlines()
         lines[line_no - 1] = new(lines[line_no - 1].split(";"))
         return ("\n".join(lines) + "\n").encode()
+
     return edit
 
 
@@ -99,12 +103,14 @@ def test_duplicate_filename_is_named(tiny_raw):
     def duplicate(data: bytes) -> bytes:
         lines = data.decode().splitlines()
         return ("\n".join(lines + [lines[1]]) + "\n").encode()
+
     rewrite_member(tiny_raw / TRAIN_ZIP, CSV_0, duplicate)
     with pytest.raises(PipelineError, match=r"GT-00000.csv line \d+: Filename .* is listed twice"):
         read_train_split(tiny_raw)
 
 
 # --- images -------------------------------------------------------------------------------------------
+
 
 def ppm(width: int, height: int, pixels: bytes | None = None) -> bytes:
     return f"P6\n{width} {height}\n255\n".encode() + (pixels if pixels is not None else bytes(width * height * 3))
@@ -133,7 +139,7 @@ def _break_one_image(tiny_raw, cid: int) -> str:
 
 
 def test_on_bad_image_skip_drops_and_counts(tiny_raw):
-    from stages import prepare
+    from trafficsigns.stages import prepare
 
     victim = _break_one_image(tiny_raw, 7)
     project = tiny_raw.parent.parent
@@ -147,19 +153,26 @@ def test_on_bad_image_skip_drops_and_counts(tiny_raw):
 
 # --- params, HDF5, models ---------------------------------------------------------------------
 
+
 def test_stale_dataset_is_refused_by_train(tiny_dataset, tmp_path):
-    from stages import train
+    from trafficsigns.stages import train
 
     (tmp_path / "data" / "prepared").mkdir(parents=True)
     shutil.copy(tiny_dataset, tmp_path / "data" / "prepared" / "dataset.h5")
     params = parse_params({**TINY_PARAMS, "prepare": {"size": 32, "mode": "RGB"}})
-    with contextlib.chdir(tmp_path), pytest.raises(PipelineError, match=r"dataset.h5 is stale \(size: file has 24, "
-                                                                      r"params say 32, mode: file has 'L'"):
+    with (
+        contextlib.chdir(tmp_path),
+        pytest.raises(
+            PipelineError,
+            match=r"dataset.h5 is stale \(size: file has 24, "
+            r"params say 32, mode: file has 'L'",
+        ),
+    ):
         train.main(params)
 
 
 def test_dataset_with_wrong_schema_is_refused(tiny_dataset, tmp_path):
-    from trafficsigns.h5store import check_dataset
+    from trafficsigns.data.h5store import check_dataset
 
     broken = tmp_path / "dataset.h5"
     shutil.copy(tiny_dataset, broken)
@@ -188,21 +201,29 @@ def test_model_with_lambda_layer_is_refused(tmp_path):
 
 # --- interruptions ---------------------------------------------------------------------------------
 
+
 def _stage(stage: str, project, params: dict) -> subprocess.Popen:
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     # Its own process group, killed whole below, as a terminal or a CI timeout kills a job with its workers.
     # stderr to a file (a pipe nobody reads could fill and block the stage); _finished shows it.
     with open(project / f"{stage}.stderr", "w") as stderr:
-        return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=project, stdout=subprocess.DEVNULL,
-                                stderr=stderr, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", f"trafficsigns.stages.{stage}"],
+            cwd=project,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            start_new_session=True,
+        )
 
 
 def _finished(proc: subprocess.Popen, project) -> None:
     """Wait for a stage; fail with the end of its stderr if it failed."""
     if proc.wait() != 0:
-        pytest.fail(f"{proc.args[-1]} exited {proc.returncode}:\n"
-                    + "\n".join((project / f"{proc.args[-1][7:]}.stderr").read_text().splitlines()[-30:]))
+        pytest.fail(
+            f"{proc.args[-1]} exited {proc.returncode}:\n"
+            + "\n".join((project / f"{proc.args[-1][7:]}.stderr").read_text().splitlines()[-30:])
+        )
 
 
 def _children(pid: int) -> list[int]:
@@ -275,7 +296,7 @@ def test_train_killed_mid_run_resumes_with_same_step_numbering(tiny_dataset, tmp
     _kill(proc)
     for path in (last, best):
         assert load_model(path).predict(np.zeros((1, 24, 24, 1), np.float32), verbose=0).shape == (1, 43)
-    from trafficsigns.models import read_model_metadata
+    from trafficsigns.modeling.models import read_model_metadata
 
     done = read_model_metadata(last)["epoch"]
     assert 1 <= done < 40
@@ -283,15 +304,17 @@ def test_train_killed_mid_run_resumes_with_same_step_numbering(tiny_dataset, tmp
     resumed = {**params, "train": {**params["train"], "epochs": done + 2, "resume": True}}
     _finished(_stage("train", project, resumed), project)
     assert read_model_metadata(last)["epoch"] == done + 2
-    steps = [int(r.split("\t")[0]) for r in
-             (project / "metrics/train/plots/metrics/val/accuracy.tsv").read_text().splitlines()[1:]]
+    steps = [
+        int(r.split("\t")[0])
+        for r in (project / "metrics/train/plots/metrics/val/accuracy.tsv").read_text().splitlines()[1:]
+    ]
     assert steps[-2:] == [done, done + 1], steps
     assert json.loads((project / "metrics/train/metrics.json").read_text())["step"] == done + 1
 
 
 def test_resume_repairs_logs_a_kill_cut_short(tiny_dataset, tmp_path):
     """dvclive rewrites metrics.json in place and appends step lines: a kill can leave either cut."""
-    from stages import augment, train
+    from trafficsigns.stages import augment, train
 
     (tmp_path / "data" / "prepared").mkdir(parents=True)
     shutil.copy(tiny_dataset, tmp_path / "data" / "prepared" / "dataset.h5")
@@ -311,7 +334,7 @@ def test_resume_repairs_logs_a_kill_cut_short(tiny_dataset, tmp_path):
 
 
 def test_resume_refuses_a_checkpoint_from_other_settings(tiny_dataset, tmp_path):
-    from stages import augment, train
+    from trafficsigns.stages import augment, train
 
     (tmp_path / "data" / "prepared").mkdir(parents=True)
     shutil.copy(tiny_dataset, tmp_path / "data" / "prepared" / "dataset.h5")
@@ -336,7 +359,7 @@ def test_disk_full_while_writing_dataset(tmp_path, monkeypatch, tiny_dataset):
 
 
 def test_interrupted_image_write_leaves_no_png(tmp_path):
-    from trafficsigns.fsutil import atomic_path
+    from trafficsigns.core.fsutil import atomic_path
 
     with pytest.raises(KeyboardInterrupt), atomic_path(tmp_path / "fig.png") as tmp:
         Image.new("RGB", (4, 4)).save(tmp, format="PNG")

@@ -1,5 +1,6 @@
 """The report: self-contained HTML (nothing fetched, every image embedded), Markdown beside its images,
 and "what the network sees" for a CNN and for the dense network that has no convolution."""
+
 import base64
 import contextlib
 import json
@@ -10,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY_PARAMS
-from trafficsigns.config import parse_params
-from trafficsigns.document import Code, Figure, Section, Table, Text, to_markdown
+from trafficsigns.core.config import parse_params
+from trafficsigns.reporting.document import Code, Figure, Section, Table, Text, to_markdown
 
 
 @pytest.fixture(scope="module", params=["mnist_cnn", "dnn"])
 def report(request, tiny_dataset, tmp_path_factory):
     """(project folder, model name): the real prepare/augment/train/evaluate/report stages on the tiny dataset, with
     stand-ins for the demystify figures and a committee's scores."""
-    from stages import augment, evaluate, report, train
+    from trafficsigns.stages import augment, evaluate, report, train
 
     root = tmp_path_factory.mktemp(f"report-{request.param}")
     shutil.copytree(tiny_dataset.parents[2], root, dirs_exist_ok=True)  # data/prepared and plots/data
@@ -29,10 +30,18 @@ def report(request, tiny_dataset, tmp_path_factory):
         evaluate.main(params)
         (root / "plots" / "demystify").mkdir(parents=True)
         shutil.copy(root / "plots" / "data" / "samples.png", root / "plots" / "demystify" / "3_relu_maxpool.png")
-        (root / "metrics" / "ensemble.json").write_text(json.dumps(
-            {"enabled": True, "members": {"a.keras": {"accuracy": 0.5, "macro_f1": 0.4},
-                                          "b.keras": {"accuracy": 0.6, "macro_f1": 0.5}},
-             "committee": {"accuracy": 0.7, "macro_f1": 0.6}}))
+        (root / "metrics" / "ensemble.json").write_text(
+            json.dumps(
+                {
+                    "enabled": True,
+                    "members": {
+                        "a.keras": {"accuracy": 0.5, "macro_f1": 0.4},
+                        "b.keras": {"accuracy": 0.6, "macro_f1": 0.5},
+                    },
+                    "committee": {"accuracy": 0.7, "macro_f1": 0.6},
+                }
+            )
+        )
         report.main(params)
     return root, request.param
 
@@ -55,8 +64,15 @@ def test_markdown_references_the_image_files(report):
     markdown = (root / "reports" / "report.md").read_text()
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
     assert sorted(linked) == sorted(f"images/{p.name}" for p in (root / "reports" / "images").iterdir())
-    for section in ("Parameters", "Data", "Training", "Test set", "What the network sees", "Ensemble",
-                    "Opening the box"):
+    for section in (
+        "Parameters",
+        "Data",
+        "Training",
+        "Test set",
+        "What the network sees",
+        "Ensemble",
+        "Opening the box",
+    ):
         assert f"\n## {section}\n" in markdown
     assert "| committee of 2 | **70.00%** |" in markdown
     assert "demystify_3_relu_maxpool.png" in markdown
@@ -70,14 +86,41 @@ def test_what_the_network_sees(report):
         assert "has no convolution layer" in markdown and not any("feature_maps" in n for n in images)
     else:  # report.images test images, each through both conv layers, and the first layer's kernels
         assert {f"feature_maps_{i}.png" for i in range(1, 5)} | {"first_layer_kernels.png"} <= images
-        assert re.search(r"2 convolution layers: `conv2d\w*` \(8 kernels 3×3\), `conv2d\w*` \(16 kernels 3×3\)",
-                         markdown)
+        assert re.search(
+            r"2 convolution layers: `conv2d\w*` \(8 kernels 3×3\), `conv2d\w*` \(16 kernels 3×3\)", markdown
+        )
 
 
 def test_one_structure_two_renderings(tmp_path):
     (tmp_path / "x.png").write_bytes(b"\x89PNG fake")
-    sections = [Section("A b", [Text("a `key` | b"), Code("k: v"), Table(["h", "i"], [[1, "x|y"]], bold={(0, 0)}),
-                                Figure(tmp_path / "x.png", "cap", "x.png")])]
+    sections = [
+        Section(
+            "A b",
+            [
+                Text("a `key` | b"),
+                Code("k: v"),
+                Table(["h", "i"], [[1, "x|y"]], bold={(0, 0)}),
+                Figure(tmp_path / "x.png", "cap", "x.png"),
+            ],
+        )
+    ]
     assert to_markdown("T", sections, Path("img")).split("\n") == [
-        "# T", "", "## A b", "", "a `key` | b", "", "```", "k: v", "```", "", "| h | i |", "| --- | --- |",
-        "| **1** | x\\|y |", "", "![cap](img/x.png)", "", "*cap*", ""]
+        "# T",
+        "",
+        "## A b",
+        "",
+        "a `key` | b",
+        "",
+        "```",
+        "k: v",
+        "```",
+        "",
+        "| h | i |",
+        "| --- | --- |",
+        "| **1** | x\\|y |",
+        "",
+        "![cap](img/x.png)",
+        "",
+        "*cap*",
+        "",
+    ]

@@ -1,4 +1,5 @@
 """The synthetic GTSRB: deterministic bytes, the official archive layout, sane images and ROIs."""
+
 from __future__ import annotations
 
 import csv
@@ -15,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trafficsigns.classes import NUM_GTSRB_CLASSES
-from trafficsigns.errors import PipelineError
-from trafficsigns.synthetic import (MIRROR_PAIRS, REAL_TRAIN_COUNTS, TEST_GT_ZIP, TEST_ZIP, TRAIN_ZIP,
-                                    draw_pictogram, track_counts, write_synthetic_gtsrb)
+from trafficsigns.core.errors import PipelineError
+from trafficsigns.data.archives import TEST_GT_ZIP, TEST_ZIP, TRAIN_ZIP
+from trafficsigns.data.classes import MIRROR_PAIRS, NUM_GTSRB_CLASSES
+from trafficsigns.data.synthetic import REAL_TRAIN_COUNTS, draw_pictogram, track_counts, write_synthetic_gtsrb
 
 TINY = dict(train_tracks_per_class=1, test_tracks_per_class=1, frames_per_track=3, min_size=15, max_size=48)
 HEADER = ["Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2"]
@@ -77,7 +78,8 @@ def test_zip_members_are_sorted_with_fixed_metadata(tiny):
             infos = zf.infolist()
             assert [i.filename for i in infos] == sorted(i.filename for i in infos)
             assert {(i.date_time, i.compress_type, i.external_attr >> 16) for i in infos} == {
-                ((2011, 1, 1, 0, 0, 0), zipfile.ZIP_DEFLATED, 0o644)}
+                ((2011, 1, 1, 0, 0, 0), zipfile.ZIP_DEFLATED, 0o644)
+            }
 
 
 def test_training_archive_layout_and_csvs(tiny):
@@ -95,8 +97,9 @@ def test_training_archive_layout_and_csvs(tiny):
             folder = f"{TRAIN_DIR}{cid:05d}/"
             header, *rows = _rows(zf, f"{folder}GT-{cid:05d}.csv")
             assert header == HEADER + ["ClassId"]
-            expected = {f"{t:05d}_{f:05d}.ppm"
-                        for t in range(expected_tracks[cid]) for f in range(TINY["frames_per_track"])}
+            expected = {
+                f"{t:05d}_{f:05d}.ppm" for t in range(expected_tracks[cid]) for f in range(TINY["frames_per_track"])
+            }
             assert [row[0] for row in rows] == sorted(expected)
             assert by_class[cid] == expected | {f"GT-{cid:05d}.csv"}
             for row in rows:
@@ -150,8 +153,17 @@ def test_track_counts_follow_the_real_class_frequencies():
     assert min(track_counts(0.1, 1)) == 1
 
 
-@pytest.mark.parametrize("bad", [dict(seed=-1), dict(train_tracks_per_class=0), dict(frames_per_track=0),
-                                 dict(min_size=50, max_size=40), dict(min_size=2), dict(workers=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(seed=-1),
+        dict(train_tracks_per_class=0),
+        dict(frames_per_track=0),
+        dict(min_size=50, max_size=40),
+        dict(min_size=2),
+        dict(workers=0),
+    ],
+)
 def test_bad_arguments_raise_a_pipeline_error(tmp_path, bad):
     with pytest.raises(PipelineError):
         write_synthetic_gtsrb(tmp_path, **{"seed": 0, **TINY, **bad})
@@ -159,5 +171,5 @@ def test_bad_arguments_raise_a_pipeline_error(tmp_path, bad):
 
 
 def test_import_stays_light():
-    code = "import sys, trafficsigns.synthetic; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    code = "import sys, trafficsigns.data.synthetic; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1]).returncode == 0

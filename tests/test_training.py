@@ -1,4 +1,5 @@
 """The real training loop on tiny data: every model trains, runs are deterministic, outputs are complete."""
+
 import contextlib
 import json
 import shutil
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY_PARAMS
-from trafficsigns.config import ModelParams, TrainParams, parse_params
-from trafficsigns.models import ARCHITECTURES, build_model
+from trafficsigns.core.config import ModelParams, TrainParams, parse_params
+from trafficsigns.modeling.models import ARCHITECTURES, build_model
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
@@ -24,7 +25,7 @@ def test_every_model_builds_and_trains_a_step(name, shape):
 
 
 def test_a_model_that_cannot_take_the_input_size_says_so():
-    from trafficsigns.errors import PipelineError
+    from trafficsigns.core.errors import PipelineError
 
     with pytest.raises(PipelineError, match="model v2 cannot take .*12, 12, 1.*prepare.size"):
         build_model(ModelParams(name="v2"), (12, 12, 1), 43)
@@ -59,7 +60,7 @@ def test_filters_and_dense_scale_the_model():
 
 
 def run_train_and_evaluate(project, dataset, params):
-    from stages import augment, evaluate, train
+    from trafficsigns.stages import augment, evaluate, train
 
     (project / "data" / "prepared").mkdir(parents=True)
     shutil.copy(dataset, project / "data" / "prepared" / "dataset.h5")
@@ -98,26 +99,38 @@ def test_train_and_evaluate_are_deterministic_and_complete(tiny_dataset, tmp_pat
 def test_different_seed_gives_different_model(tiny_dataset, tmp_path):
     base = parse_params(TINY_PARAMS)
     other = base.model_copy(update={"train": TrainParams(**{**TINY_PARAMS["train"], "seed": 1})})
-    assert run_train_and_evaluate(tmp_path / "a", tiny_dataset, base) != \
-        run_train_and_evaluate(tmp_path / "b", tiny_dataset, other)
+    assert run_train_and_evaluate(tmp_path / "a", tiny_dataset, base) != run_train_and_evaluate(
+        tmp_path / "b", tiny_dataset, other
+    )
 
 
 def train_tiny(tiny_dataset, tmp_path, **train):
-    from trafficsigns.h5store import read_dataset
-    from trafficsigns.training import train as fit
+    from trafficsigns.data.h5store import read_dataset
+    from trafficsigns.modeling.training import train as fit
 
     ds = read_dataset(tiny_dataset, splits=("train", "val"))
     params = TrainParams(**{**TINY_PARAMS["train"], **train})
-    return fit(ds, ModelParams(name="mnist_cnn"), params, tmp_path / "best.keras", tmp_path / "last.keras",
-               tmp_path / "live", tmp_path / "tb")
+    return fit(
+        ds,
+        ModelParams(name="mnist_cnn"),
+        params,
+        tmp_path / "best.keras",
+        tmp_path / "last.keras",
+        tmp_path / "live",
+        tmp_path / "tb",
+    )
 
 
-@pytest.mark.parametrize("options", [
-    {"optimizer": "sgd", "lr_schedule": "cosine", "learning_rate": 0.05},
-    {"lr_schedule": "plateau"},
-    {"label_smoothing": 0.1},
-    {"mixed_precision": True},
-], ids=lambda o: ",".join(o))
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"optimizer": "sgd", "lr_schedule": "cosine", "learning_rate": 0.05},
+        {"lr_schedule": "plateau"},
+        {"label_smoothing": 0.1},
+        {"mixed_precision": True},
+    ],
+    ids=lambda o: ",".join(o),
+)
 def test_training_options_train(tiny_dataset, tmp_path, options):
     summary = train_tiny(tiny_dataset, tmp_path, **options)
     assert summary["epochs_done"] == TINY_PARAMS["train"]["epochs"]
@@ -128,8 +141,8 @@ def test_training_options_train(tiny_dataset, tmp_path, options):
 def test_jit_compile_really_compiles(tiny_dataset, tmp_path):
     import tensorflow as tf
 
-    from trafficsigns.h5store import read_dataset
-    from trafficsigns.training import _new_model, make_deterministic
+    from trafficsigns.data.h5store import read_dataset
+    from trafficsigns.modeling.training import _new_model, make_deterministic
 
     try:
         assert train_tiny(tiny_dataset, tmp_path, jit_compile=True)["epochs_done"] == 2
@@ -141,16 +154,19 @@ def test_jit_compile_really_compiles(tiny_dataset, tmp_path):
 
 
 def test_online_augmentation_is_seeded_and_changes_training(tiny_dataset, tmp_path):
-    online = {**TINY_PARAMS, "augment": {"preset": "fidle", "brightness": 0.1, "contrast": 0.2, "noise": 0.02},
-              "train": {**TINY_PARAMS["train"], "online_augment": True}}
+    online = {
+        **TINY_PARAMS,
+        "augment": {"preset": "fidle", "brightness": 0.1, "contrast": 0.2, "noise": 0.02},
+        "train": {**TINY_PARAMS["train"], "online_augment": True},
+    }
     first = run_train_and_evaluate(tmp_path / "a", tiny_dataset, parse_params(online))
     assert first == run_train_and_evaluate(tmp_path / "b", tiny_dataset, parse_params(online))
     assert first != run_train_and_evaluate(tmp_path / "c", tiny_dataset, parse_params(TINY_PARAMS))
 
 
 def test_online_augmentation_keeps_images_in_range():
-    from trafficsigns.config import AugmentParams
-    from trafficsigns.training import as_batches, online_augmenter
+    from trafficsigns.core.config import AugmentParams
+    from trafficsigns.modeling.training import as_batches, online_augmenter
 
     x = np.random.default_rng(0).random((16, 24, 24, 3), dtype=np.float32)
     augmenter = online_augmenter(AugmentParams(preset="fidle", brightness=0.5, contrast=0.5, noise=0.2), seed=0)
@@ -162,9 +178,9 @@ def test_online_augmentation_keeps_images_in_range():
 
 
 def test_online_augmentation_needs_some_range():
-    from trafficsigns.config import AugmentParams
-    from trafficsigns.errors import PipelineError
-    from trafficsigns.training import online_augmenter
+    from trafficsigns.core.config import AugmentParams
+    from trafficsigns.core.errors import PipelineError
+    from trafficsigns.modeling.training import online_augmenter
 
     with pytest.raises(PipelineError, match="online_augment.*preset=fidle"):
         online_augmenter(AugmentParams(), seed=0)
@@ -177,8 +193,8 @@ def test_early_stopping_watches_val_accuracy(tiny_dataset, tmp_path):
 
 
 def test_mixed_precision_computes_in_bfloat16_on_cpu_with_a_float32_head(tiny_dataset):
-    from trafficsigns.h5store import read_dataset
-    from trafficsigns.training import _new_model
+    from trafficsigns.data.h5store import read_dataset
+    from trafficsigns.modeling.training import _new_model
 
     ds = read_dataset(tiny_dataset, splits=("train", "val"))
     model = _new_model(ds, ModelParams(name="v3", filters=4), TrainParams(mixed_precision=True))
@@ -190,7 +206,7 @@ def test_mixed_precision_computes_in_bfloat16_on_cpu_with_a_float32_head(tiny_da
 def test_one_device_trains_without_mirroring():
     import tensorflow as tf
 
-    from trafficsigns.training import distribution_strategy
+    from trafficsigns.modeling.training import distribution_strategy
 
     assert not isinstance(distribution_strategy(TrainParams()), tf.distribute.MirroredStrategy)
 
@@ -201,9 +217,9 @@ from pathlib import Path
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from trafficsigns import training
-from trafficsigns.config import ModelParams, TrainParams
-from trafficsigns.h5store import read_dataset
+from trafficsigns.modeling import training
+from trafficsigns.core.config import ModelParams, TrainParams
+from trafficsigns.data.h5store import read_dataset
 training.distribution_strategy = lambda params: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 out = Path(sys.argv[2])
 summary = training.train(read_dataset(sys.argv[1], ("train", "val")), ModelParams(name="mnist_cnn"),
@@ -224,7 +240,13 @@ def test_training_runs_under_a_mirrored_strategy(tiny_dataset, tmp_path):
     # oneDNN's CPU convolution rejects the empty shard a replica gets from a last batch of one image
     # (GPU kernels take it), so this CPU stand-in for two GPUs runs with the plain kernels.
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
-    done = subprocess.run([sys.executable, "-c", MIRRORED_RUN, str(tiny_dataset), str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", MIRRORED_RUN, str(tiny_dataset), str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("replicas True 2")

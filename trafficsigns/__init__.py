@@ -1,4 +1,5 @@
 """Reproducible CNN pipeline for traffic-sign recognition (GTSRB)."""
+
 import os
 
 # Set before TensorFlow is first imported anywhere in the package. oneDNN is pinned on (it is ~20 %

@@ -1,0 +1,32 @@
+"""Where each stage reads and writes, relative to the project root (the same names as in dvc.yaml)."""
+
+from pathlib import Path
+
+DOWNLOAD_CACHE = Path("data/downloads")  # outside DVC's outputs, so partial downloads survive a re-run
+RAW_DIR = Path("data/raw")
+DATASET = Path("data/prepared/dataset.h5")
+DATA_PLOTS = Path("plots/data")
+AUGMENTED = Path("data/augmented/train.h5")  # the training split, augmented; val/test stay in DATASET
+AUGMENT_PLOTS = Path("plots/augment")
+BEST_MODEL = Path("models/best.keras")
+LAST_MODEL = Path("models/last.keras")
+TENSORBOARD_DIR = Path("logs/tensorboard")
+TRAIN_LIVE_DIR = Path("metrics/train")
+EVALUATE_METRICS = Path("metrics/evaluate.json")
+EVALUATE_PLOTS = Path("plots/evaluate")
+EXPORT_DIR = Path("models/export")
+EXPORT_METRICS = Path("metrics/export.json")
+ENSEMBLE_METRICS = Path("metrics/ensemble.json")
+DEMYSTIFY_PLOTS = Path("plots/demystify")
+REPORT_HTML = Path("reports/report.html")
+REPORT_MD = Path("reports/report.md")
+REPORT_IMAGES = Path("reports/images")  # the Markdown report's figures; the HTML embeds them
+COMPARE_HTML = Path("reports/compare.html")  # not a stage: `python -m trafficsigns compare`
+COMPARE_MD = Path("reports/compare.md")
+COMPARE_IMAGES = Path("reports/compare")
+GRID_FILE = Path("grid.yaml")
+
+
+def step_logs(live_dir: Path) -> Path:
+    """dvclive's per-step logs under its folder: <split>/<metric>.tsv, one row per step (an epoch here)."""
+    return live_dir / "plots" / "metrics"

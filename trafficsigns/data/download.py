@@ -1,0 +1,246 @@
+"""Fetch the dataset archives: resumable HTTP with retries, or a copy from a local mirror.
+
+Every file is checked against its md5 or sha256 (unless the user opts out) and renamed into place once
+complete, so an interrupted or corrupted transfer never leaves a half-written file at the destination.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urljoin, urlsplit
+from urllib.request import url2pathname
+
+import requests
+import urllib3
+from tqdm import tqdm
+
+from trafficsigns.core.errors import PipelineError
+from trafficsigns.core.fsutil import atomic_path, checksum_algorithm, file_checksum, is_disk_full
+
+log = logging.getLogger(__name__)
+
+GTSRB_BASE_URL = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/"
+GTSRB_ARCHIVES = {  # file name -> md5
+    "GTSRB_Final_Training_Images.zip": "f33fd80ac59bff73c82d25ab499e03a3",
+    "GTSRB_Final_Test_Images.zip": "c7e4e6327067d32654124b0fe9e82185",
+    "GTSRB_Final_Test_GT.zip": "fe31e9c9270bbcd7b84b7f21a9d9d9e5",
+}
+
+MNIST_BASE_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+MNIST_ARCHIVES = {"mnist.npz": "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"}  # sha256
+
+_URL_SCHEMES = ("http", "https", "file")
+# Failures worth another attempt, while connecting (requests) or streaming the body (urllib3):
+# the next attempt resumes from what the .part already holds.
+_TRANSIENT = (
+    requests.ConnectionError,
+    requests.Timeout,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
+)
+
+
+class _Transient(Exception):
+    """A server answer worth retrying (5xx, 429, a short body); the message says what happened."""
+
+
+def fetch(
+    source: str,
+    dest: Path,
+    *,
+    checksum: str | None,
+    timeout: float = 30.0,
+    retries: int = 5,
+    backoff: float = 1.0,
+    chunk_size: int = 1 << 20,
+) -> Path:
+    """Put the file at `source` (http(s) or file:// URL, or a local path) at `dest` and return `dest`.
+
+    `checksum` is the expected md5 or sha256 hex digest (None: not verified). An existing `dest`
+    that verifies (or any existing `dest` when `checksum` is None) is kept as is, so
+    re-runs cost nothing. HTTP transfers resume from `dest` + ".part" across attempts and runs.
+    """
+    dest = Path(dest)
+    if dest.exists():
+        if checksum is None or _digest(dest, checksum) == checksum:
+            log.info("%s already present; skipping download", dest)
+            return dest
+        log.warning("%s exists but its checksum differs from %s; fetching it again", dest, checksum)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if urlsplit(source).scheme in ("http", "https"):
+        _download(source, dest, checksum, timeout, retries, backoff, chunk_size)
+    else:
+        _copy(source, dest, checksum, chunk_size)
+    return dest
+
+
+def fetch_all(
+    files: dict[str, str],
+    dest_dir: Path,
+    *,
+    mirror: str = "",
+    base_url: str,
+    verify: bool = True,
+    timeout: float = 30.0,
+    retries: int = 5,
+    backoff: float = 1.0,
+) -> list[Path]:
+    """Fetch every `files` name (-> checksum) from `mirror`, or `base_url` when no mirror is set, into `dest_dir`."""
+    base = mirror or base_url
+    return [
+        fetch(
+            _join(base, name),
+            Path(dest_dir) / name,
+            checksum=checksum if verify else None,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+        )
+        for name, checksum in files.items()
+    ]
+
+
+def _join(base: str, name: str) -> str:
+    """`base` + `name`, where `base` is a URL or a local folder, with or without a trailing slash."""
+    if urlsplit(base).scheme in _URL_SCHEMES:
+        return urljoin(base.rstrip("/") + "/", name)
+    return str(Path(base).expanduser() / name)
+
+
+def _progress(out: BinaryIO, name: str, total: int | None, initial: int = 0):
+    """Wrap `out` so each write advances a byte progress bar, which stays quiet off a terminal."""
+    return tqdm.wrapattr(out, "write", total=total, initial=initial, desc=name, disable=None, leave=False)
+
+
+def _digest(path: Path, expected: str) -> str:
+    return file_checksum(path, checksum_algorithm(expected))
+
+
+def _verify(path: Path, checksum: str | None, name: str, source: str) -> None:
+    """Raise if `path` does not match `checksum`, deleting it first so a re-run starts afresh."""
+    if checksum is None:
+        return
+    got = _digest(path, checksum)
+    if got != checksum:
+        path.unlink(missing_ok=True)
+        raise PipelineError(
+            f"Checksum mismatch for {name} from {source}: expected {checksum_algorithm(checksum)} {checksum}, "
+            f"got {got}. The file was deleted; if this mirror holds different content on purpose, "
+            "set data.verify: false."
+        )
+
+
+def _copy(source: str, dest: Path, checksum: str | None, chunk_size: int) -> None:
+    """Copy a local path or file:// URL through a temporary file beside `dest`."""
+    url = urlsplit(source)
+    src = Path(url2pathname(url.path) if url.scheme == "file" else source).expanduser()
+    if not src.is_file():
+        raise PipelineError(f"Cannot find {src}; check data.mirror.")
+    log.info("Copying %s to %s", src, dest)
+    with atomic_path(dest) as tmp:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout, _progress(fout, dest.name, src.stat().st_size) as out:
+            shutil.copyfileobj(fin, out, chunk_size)
+        _verify(tmp, checksum, dest.name, source)
+
+
+def _download(
+    url: str, dest: Path, checksum: str | None, timeout: float, retries: int, backoff: float, chunk_size: int
+) -> None:
+    """Download `url` into `dest`.part, retrying transient failures, then verify and rename onto `dest`."""
+    part = dest.with_name(dest.name + ".part")
+    log.info("Downloading %s to %s", url, dest)
+    with requests.Session() as session:
+        for attempt in range(retries + 1):
+            try:
+                _transfer(session, url, part, dest.name, timeout, chunk_size)
+                break
+            except (*_TRANSIENT, _Transient) as exc:
+                if attempt == retries:
+                    # The .part stays so a later run resumes where this one stopped.
+                    raise PipelineError(
+                        f"Cannot reach {url} ({_reason(exc)}). Set data.mirror to a reachable URL or a folder "
+                        "holding the archives, or use data.source=synthetic to run offline."
+                    ) from exc
+                delay = backoff * 2**attempt
+                log.warning("%s: %s; retrying in %.1f s (%d/%d)", url, _reason(exc), delay, attempt + 1, retries)
+                time.sleep(delay)
+            except requests.RequestException as exc:  # a malformed URL, too many redirects...
+                raise PipelineError(f"Cannot download {url}: {exc}") from exc
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                part.unlink(missing_ok=True)
+                raise PipelineError(
+                    f"no space left on device while downloading {url} to {part}; the partial "
+                    "file was removed. Free some space and run again."
+                ) from None
+    _verify(part, checksum, dest.name, url)
+    os.replace(part, dest)
+
+
+def _transfer(session: requests.Session, url: str, part: Path, name: str, timeout: float, chunk_size: int) -> None:
+    """One attempt: request the bytes `part` lacks and append them (or start over if the server insists)."""
+    have = part.stat().st_size if part.exists() else 0
+    # Compressed content encodings would make byte offsets meaningless for resuming.
+    headers = {"Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    # A single number bounds both the connect and each read; a stalled stream raises, and is retried.
+    with session.get(url, headers=headers, stream=True, timeout=timeout) as resp:
+        status = resp.status_code
+        if status == 416:  # Range past the end: the .part is already whole, or from a different file.
+            if _content_range(resp)[2] == have:
+                return
+            part.unlink()
+            raise _Transient(f"server cannot resume at byte {have}; starting over")
+        if status == 429 or status >= 500:
+            raise _Transient(f"HTTP {status}")
+        if status >= 400:
+            raise PipelineError(f"Cannot download {url}: the server answered HTTP {status} {resp.reason}.")
+        if status == 206:
+            start, _, total = _content_range(resp)
+            if start != have:
+                part.unlink()
+                raise _Transient(f"server resumed at byte {start}, not {have}")
+        else:  # 200: the whole file, asked for or not (some servers ignore Range).
+            have, total = 0, int(resp.headers.get("Content-Length", 0)) or None
+        # Raw bytes, as Range offsets count them. read1 hands over whatever has arrived, so a connection
+        # that drops or stalls mid-chunk loses nothing (iter_content would discard the partial chunk).
+        with open(part, "ab" if have else "wb") as f, _progress(f, name, total, have) as out:
+            while chunk := resp.raw.read1(chunk_size, decode_content=False):
+                out.write(chunk)
+    if total is not None and part.stat().st_size != total:
+        raise _Transient(f"got {part.stat().st_size} of {total} bytes")
+
+
+def _content_range(resp: requests.Response) -> tuple[int | None, int | None, int | None]:
+    """(first, last, total) from a `Content-Range: bytes first-last/total` (or `bytes */total`) header."""
+    m = re.fullmatch(r"bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)", resp.headers.get("Content-Range", "").strip())
+    return tuple(int(g) if g and g != "*" else None for g in m.groups()) if m else (None, None, None)
+
+
+def _reason(exc: BaseException) -> str:
+    """A few words on why a transfer failed, dug out of the requests -> urllib3 -> socket exception chain."""
+    for e in _chain(exc):
+        if isinstance(e, (requests.Timeout, TimeoutError)):
+            return "timed out"
+        if isinstance(e, urllib3.exceptions.ProtocolError):
+            return "connection dropped"
+        if isinstance(e, OSError) and e.strerror:  # "Connection refused", "Network is unreachable"...
+            return e.strerror.lower()
+    return str(exc)
+
+
+def _chain(exc: BaseException | None):
+    """`exc` and the exceptions it was raised from, outermost first."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__

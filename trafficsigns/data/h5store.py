@@ -1,0 +1,131 @@
+"""The prepared dataset: one HDF5 file with the three splits, class names, track ids and metadata.
+
+Images are float32, uncompressed (gzip made batch reads several times slower) and chunked by
+batches of whole images, the unit `train` and `evaluate` read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from trafficsigns.core.config import PrepareParams
+from trafficsigns.core.errors import PipelineError
+from trafficsigns.core.fsutil import atomic_path
+
+SPLITS = ("train", "val", "test")
+CHUNK_IMAGES = 256
+
+
+@dataclass
+class Dataset:
+    x: dict[str, np.ndarray]  # split -> (n, h, w, c) float32 in [0, 1]
+    y: dict[str, np.ndarray]  # split -> (n,) int class ids
+    class_names: list[str]
+    tracks: dict[str, np.ndarray] = field(default_factory=dict)  # split -> (n,) track ids (train, val)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x["train"].shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def write_dataset(path: str | Path, ds: Dataset) -> None:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for split in SPLITS:
+            x = ds.x[split]
+            f.create_dataset(f"x_{split}", data=x, chunks=image_chunks(x))
+            f.create_dataset(f"y_{split}", data=ds.y[split].astype(np.int16))
+            if split in ds.tracks:
+                f.create_dataset(f"track_{split}", data=ds.tracks[split].astype(np.int64))
+        f.create_dataset("class_names", data=np.array(ds.class_names, dtype=h5py.string_dtype()))
+        meta = f.create_group("meta")
+        for key, value in ds.meta.items():
+            meta.attrs[key] = json.dumps(value)
+
+
+def image_chunks(x: np.ndarray) -> tuple[int, ...]:
+    """HDF5 chunk shape for an image array: CHUNK_IMAGES whole images (fewer if the split is smaller)."""
+    return (max(1, min(len(x), CHUNK_IMAGES)),) + x.shape[1:]
+
+
+def read_dataset(path: str | Path, splits=SPLITS, expected: dict | None = None) -> Dataset:
+    """The dataset's `splits`; with `expected` meta values, also `check_dataset` against them."""
+    with _open(path) as f:
+        needed = [f"{kind}_{s}" for s in splits for kind in ("x", "y")] + ["class_names", "meta"]
+        missing = [key for key in needed if key not in f]
+        if missing:
+            raise PipelineError(
+                f"{path}: not a dataset written by `prepare` (missing {', '.join(missing)}); re-run prepare"
+            )
+        ds = Dataset(
+            x={s: f[f"x_{s}"][...] for s in splits},
+            y={s: f[f"y_{s}"][...].astype(np.int64) for s in splits},
+            class_names=_class_names(f),
+            tracks={s: f[f"track_{s}"][...] for s in splits if f"track_{s}" in f},
+            meta=_meta(f),
+        )
+    if expected is not None:
+        check_dataset(ds, path, expected)
+    return ds
+
+
+def read_summary(path: str | Path) -> tuple[dict[str, int], list[str], dict]:
+    """Images per split, class names and meta, without loading any image."""
+    with _open(path) as f:
+        return {s: len(f[f"y_{s}"]) for s in SPLITS if f"y_{s}" in f}, _class_names(f), _meta(f)
+
+
+def _class_names(f: h5py.File) -> list[str]:
+    return [n.decode() if isinstance(n, bytes) else n for n in f["class_names"][...]]
+
+
+def _meta(f: h5py.File) -> dict:
+    return {k: json.loads(v) for k, v in f["meta"].attrs.items()}
+
+
+def expected_meta(source: str, params: PrepareParams) -> dict:
+    """The dataset metadata that params imply: what `train` checks the HDF5 file against."""
+    settings = params.model_dump()
+    if source == "mnist":
+        settings.update(size=28, mode="L", roi_crop=False)
+    return {"source": source, **settings}
+
+
+def check_dataset(ds: Dataset, path: str | Path, expected: dict) -> None:
+    """Stop with a clear message if the dataset is inconsistent or was prepared with other settings.
+
+    `expected` maps meta keys to the values the current params imply (size, mode, source...): a
+    mismatch means the HDF5 file is stale, e.g. params.yaml was edited without re-running `prepare`.
+    """
+    stale = {k: (ds.meta.get(k), v) for k, v in expected.items() if ds.meta.get(k) != v}
+    if stale:
+        diffs = ", ".join(f"{k}: file has {got!r}, params say {want!r}" for k, (got, want) in stale.items())
+        raise PipelineError(f"{path} is stale ({diffs}); re-run `dvc repro` (or the prepare stage)")
+    shape = (ds.meta.get("size"), ds.meta.get("size"), ds.meta.get("channels"))
+    for split, x in ds.x.items():
+        y = ds.y[split]
+        if x.dtype != np.float32 or x.shape[1:] != shape or len(x) != len(y) or not len(x):
+            raise PipelineError(
+                f"{path}: x_{split}/y_{split} have shapes {x.shape}/{y.shape} and dtype {x.dtype}; "
+                f"expected n > 0 float32 images of {shape} and n labels"
+            )
+        if y.min() < 0 or y.max() >= ds.num_classes:
+            raise PipelineError(f"{path}: y_{split} has class ids outside 0..{ds.num_classes - 1}")
+
+
+def _open(path: str | Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: dataset not found (run the prepare stage first)") from None
+    except OSError as exc:
+        raise PipelineError(f"{path}: not a readable HDF5 file ({exc}); re-run prepare") from None

@@ -1,0 +1,98 @@
+"""A committee of trained models: the average of their softmax outputs on the test set.
+
+Members differ by their random start and architecture, so their errors partly differ and the average
+corrects some of them (IDSIA's 99.46 % on GTSRB was a committee of 25 CNNs). A member is a model file,
+or the name of an experiment (any git revision): its `models/best.keras` is read from the DVC cache
+through `dvc.api.open`, which changes nothing in the workspace (`dvc exp apply` would).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from trafficsigns.core.errors import PipelineError
+from trafficsigns.core.paths import BEST_MODEL
+from trafficsigns.data.h5store import Dataset
+from trafficsigns.modeling.metrics import classification_metrics
+from trafficsigns.modeling.models import load_model, read_model_metadata
+
+log = logging.getLogger(__name__)
+PREPROCESSING = ("size", "mode", "roi_crop", "channels")
+
+
+def committee_probabilities(member_probs: list[np.ndarray]) -> np.ndarray:
+    """The plain average of the members' class probabilities (each row still sums to 1)."""
+    shapes = {p.shape for p in member_probs}
+    if len(shapes) != 1:
+        raise PipelineError(f"ensemble members predict differently shaped outputs: {sorted(shapes)}")
+    return np.mean(member_probs, axis=0)
+
+
+def committee_scores(member_probs: dict[str, np.ndarray], y: np.ndarray) -> dict:
+    """Each member's and the committee's test accuracy and macro-F1, for metrics/ensemble.json."""
+
+    def score(probs):
+        headline, _ = classification_metrics(probs, y)
+        return {"accuracy": headline["accuracy"], "macro_f1": headline["macro_f1"]}
+
+    return {
+        "enabled": True,
+        "members": {name: score(p) for name, p in member_probs.items()},
+        "committee": score(committee_probabilities(list(member_probs.values()))),
+    }
+
+
+def member_path(spec: str, workdir: Path) -> Path:
+    """A model file as given, or an experiment's best model copied from the DVC cache into `workdir`."""
+    path = Path(spec)
+    if path.exists() or path.suffix == ".keras":
+        if not path.is_file():
+            raise PipelineError(f"evaluate.ensemble: model file {spec} not found")
+        return path
+    import dvc.api  # imported here: only experiment names need DVC's machinery
+
+    copy = workdir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', spec)}.keras"
+    try:
+        with dvc.api.open(str(BEST_MODEL), rev=spec, mode="rb") as src, open(copy, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except Exception as exc:  # DVC raises many kinds: unknown revision, output not in the cache, no repo
+        raise PipelineError(
+            f"evaluate.ensemble: {spec!r} is neither a model file nor an experiment or revision "
+            f"whose {BEST_MODEL} is in the DVC cache ({type(exc).__name__}: {exc})"
+        ) from None
+    return copy
+
+
+def member_probabilities(specs: tuple[str, ...], ds: Dataset, batch_size: int) -> dict[str, np.ndarray]:
+    """Each member's test-set probabilities; a member prepared differently from `ds` is refused."""
+    wanted = {k: ds.meta.get(k) for k in PREPROCESSING}
+    probs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in specs:
+            path = member_path(spec, Path(tmp))
+            meta = read_model_metadata(path)
+            if meta["preprocessing"] != wanted or meta["class_names"] != ds.class_names:
+                raise PipelineError(
+                    f"evaluate.ensemble: {spec} was trained on {meta['preprocessing']}, the dataset "
+                    f"is {wanted}; a committee's members must share the prepared data"
+                )
+            probs[spec] = load_model(path).predict(ds.x["test"], batch_size=batch_size, verbose=0)
+            log.info(
+                "ensemble member %s: test accuracy %.4f", spec, (probs[spec].argmax(axis=1) == ds.y["test"]).mean()
+            )
+    return probs
+
+
+def ensemble_metrics(specs: tuple[str, ...], ds: Dataset, batch_size: int) -> dict:
+    """metrics/ensemble.json: `{"enabled": false}` without members (DVC wants the file either way)."""
+    if not specs:
+        return {"enabled": False}
+    scores = committee_scores(member_probabilities(specs, ds, batch_size), ds.y["test"])
+    log.info("committee of %d: test accuracy %.4f", len(specs), scores["committee"]["accuracy"])
+    return scores

@@ -1,0 +1,242 @@
+"""Model zoo. Each builder reads like the diagram; input shape and class count come from the data.
+
+`model.filters` is the first convolution's width (later stages have 2x and 4x as many),
+`model.dense` the hidden dense width and `model.dropout` the dropout before the classifier; left null
+they take the architecture's own values, so `-S model.name=mnist_cnn` alone gives the course's small
+CNN and `-S model.filters=32` narrows any model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from trafficsigns.core.config import ModelParams
+from trafficsigns.core.errors import PipelineError
+from trafficsigns.core.fsutil import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def classifier(num_classes: int) -> layers.Dense:
+    """The softmax head, kept float32 so mixed precision cannot overflow the probabilities."""
+    return layers.Dense(num_classes, activation="softmax", dtype="float32")
+
+
+def two_conv_net(
+    input_shape, num_classes: int, filters: int, dense: int, dropout: float, conv_dropout: float, name: str
+) -> keras.Model:
+    """Conv(f)-Pool-Drop-Conv(2f)-Pool-Drop-Flatten-Dense-Drop-Softmax, FIDLE's v1 family."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            layers.Conv2D(filters, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Dropout(conv_dropout),
+            layers.Conv2D(2 * filters, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Dropout(conv_dropout),
+            layers.Flatten(),
+            layers.Dense(dense, activation="relu"),
+            layers.Dropout(dropout),
+            classifier(num_classes),
+        ],
+        name=name,
+    )
+
+
+def vgg_net(
+    input_shape, num_classes: int, filters: int, dense: int, dropout: float, conv_dropout: float, name: str
+) -> keras.Model:
+    """FIDLE's v2: three blocks of Conv(same)-Conv(valid)-Pool-Drop at f, 2f, 4f, then Dense-Drop-Softmax."""
+    blocks = []
+    for width in (filters, 2 * filters, 4 * filters):
+        blocks += [
+            layers.Conv2D(width, (3, 3), padding="same", activation="relu"),
+            layers.Conv2D(width, (3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Dropout(conv_dropout),
+        ]
+    return keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            *blocks,
+            layers.Flatten(),
+            layers.Dense(dense, activation="relu"),
+            layers.Dropout(dropout),
+            classifier(num_classes),
+        ],
+        name=name,
+    )
+
+
+def batchnorm_net(
+    input_shape, num_classes: int, filters: int, dense: int, dropout: float, conv_dropout: float, name: str
+) -> keras.Model:
+    """FIDLE GTSRB5's v3: 5x5 convolutions f | 2f, 4f, each followed by batch norm, then Dense-BN-Drop."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            layers.Conv2D(filters, (5, 5), padding="same", activation="relu"),
+            layers.BatchNormalization(),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Dropout(conv_dropout),
+            layers.Conv2D(2 * filters, (5, 5), padding="same", activation="relu"),
+            layers.BatchNormalization(),
+            layers.Conv2D(4 * filters, (5, 5), padding="same", activation="relu"),
+            layers.BatchNormalization(),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Dropout(conv_dropout),
+            layers.Flatten(),
+            layers.Dense(dense, activation="relu"),
+            layers.BatchNormalization(),
+            layers.Dropout(dropout),
+            classifier(num_classes),
+        ],
+        name=name,
+    )
+
+
+def _conv_bn_relu(x, width: int):
+    x = layers.Conv2D(width, (3, 3), padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x)
+
+
+def residual_net(
+    input_shape, num_classes: int, filters: int, dropout: float, conv_dropout: float, name: str, **_
+) -> keras.Model:
+    """Ours: three stages of Conv-BN-ReLU plus a residual Conv-BN-ReLU pair at f, 2f, 4f, global pooling.
+
+    Global average pooling replaces v1/v2's big dense layer (most of their weights), so the model is
+    small, trains fast on a CPU and takes any input size from 8 px up.
+    """
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    for stage, width in enumerate((filters, 2 * filters, 4 * filters)):
+        if stage:
+            x = layers.MaxPooling2D(pool_size=(2, 2), padding="same")(x)
+        x = _conv_bn_relu(x, width)
+        x = layers.Add()([x, _conv_bn_relu(_conv_bn_relu(x, width), width)])
+        x = layers.Dropout(conv_dropout)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    return keras.Model(inputs, classifier(num_classes)(x), name=name)
+
+
+def dense_net(input_shape, num_classes: int, dense: int, name: str, **_) -> keras.Model:
+    """Flatten-Dense-Dense-Softmax, FIDLE's MNIST DNN (no convolution, no dropout: the baseline)."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            layers.Flatten(),
+            layers.Dense(dense, activation="relu"),
+            layers.Dense(dense, activation="relu"),
+            classifier(num_classes),
+        ],
+        name=name,
+    )
+
+
+@dataclass(frozen=True)
+class Architecture:
+    build: Callable[..., keras.Model]
+    filters: int
+    dense: int
+    dropout: float
+    about: str
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "v1": Architecture(
+        two_conv_net, filters=96, dense=1500, dropout=0.5, about="FIDLE GTSRB v1: Conv96-Conv192-Dense1500"
+    ),
+    "v2": Architecture(
+        vgg_net, filters=64, dense=512, dropout=0.5, about="FIDLE GTSRB v2: 2xConv64-2xConv128-2xConv256-Dense512"
+    ),
+    "v3": Architecture(
+        batchnorm_net,
+        filters=32,
+        dense=512,
+        dropout=0.4,
+        about="FIDLE GTSRB5 v3: Conv32-Conv64-Conv128 (5x5, batch norm)-Dense512",
+    ),
+    "resnet": Architecture(
+        residual_net,
+        filters=32,
+        dense=0,
+        dropout=0.3,
+        about="ours: 3 residual stages 32-64-128, batch norm, global pooling",
+    ),
+    "mnist_cnn": Architecture(
+        two_conv_net, filters=8, dense=100, dropout=0.5, about="FIDLE MNIST CNN: Conv8-Conv16-Dense100"
+    ),
+    "dnn": Architecture(
+        dense_net, filters=0, dense=100, dropout=0.0, about="FIDLE MNIST DNN: Dense100-Dense100 (no conv)"
+    ),
+}
+
+
+def build_model(params: ModelParams, input_shape, num_classes: int) -> keras.Model:
+    try:
+        arch = ARCHITECTURES[params.name]
+    except KeyError:
+        raise PipelineError(f"model.name {params.name!r} is unknown; allowed: {', '.join(ARCHITECTURES)}") from None
+    log.info("model %s (%s), input %s, %d classes", params.name, arch.about, tuple(input_shape), num_classes)
+    try:
+        return arch.build(
+            input_shape,
+            num_classes,
+            filters=params.filters or arch.filters,
+            dense=params.dense or arch.dense,
+            dropout=arch.dropout if params.dropout is None else params.dropout,
+            conv_dropout=params.conv_dropout,
+            name=params.name,
+        )
+    except ValueError as exc:  # e.g. valid convolutions and poolings shrink a small image to nothing
+        raise PipelineError(
+            f"model {params.name} cannot take {tuple(input_shape)} images ({exc}); "
+            "use a larger prepare.size or another model.name"
+        ) from None
+
+
+METADATA_MEMBER = "trafficsigns.json"
+
+
+def save_model(model: keras.Model, path: Path, metadata: dict) -> None:
+    """Save a `.keras` file that also carries `metadata` (class names, preprocessing, provenance).
+
+    The metadata rides as one extra JSON member of the `.keras` zip, which Keras ignores on load, so
+    the model file alone is enough to preprocess new images the way `prepare` did.
+    """
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as zf:
+            zf.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2))
+
+
+def read_model_metadata(path: Path) -> dict:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return json.loads(zf.read(METADATA_MEMBER))
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: model not found") from None
+    except (KeyError, zipfile.BadZipFile, ValueError):
+        raise PipelineError(f"{path}: not a model saved by this pipeline (no {METADATA_MEMBER} inside)") from None
+
+
+def load_model(path: Path) -> keras.Model:
+    """Load a `.keras` file in safe mode: a file from elsewhere cannot run arbitrary code."""
+    if not Path(path).exists():
+        raise PipelineError(f"{path}: model not found (run the train stage first)")
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except (ValueError, OSError) as exc:
+        raise PipelineError(f"{path}: cannot load model ({exc})") from None

@@ -1,0 +1,54 @@
+"""DVC stage `evaluate`: the best model on the held-out test set -> metrics/evaluate.json, plots/evaluate/;
+with `evaluate.ensemble`, a committee of models -> metrics/ensemble.json."""
+
+import json
+
+import numpy as np
+
+from trafficsigns.core.config import Params
+from trafficsigns.core.fsutil import write_text
+from trafficsigns.core.paths import BEST_MODEL, DATASET, ENSEMBLE_METRICS, EVALUATE_METRICS, EVALUATE_PLOTS
+from trafficsigns.data.h5store import expected_meta, read_dataset
+from trafficsigns.modeling.ensemble import ensemble_metrics
+from trafficsigns.modeling.metrics import classification_metrics, per_class_accuracy
+from trafficsigns.modeling.models import load_model
+from trafficsigns.reporting import plots
+
+
+def csv_text(header: str, rows) -> str:
+    return "\n".join([header, *(",".join(str(v) for v in row) for row in rows)]) + "\n"
+
+
+def main(params: Params) -> None:
+    ds = read_dataset(DATASET, splits=("test",), expected=expected_meta(params.data.source, params.prepare))
+    x, y = ds.x["test"], ds.y["test"]
+    probs = load_model(BEST_MODEL).predict(x, batch_size=params.evaluate.batch_size, verbose=0)
+    headline, confusion = classification_metrics(probs, y)
+    per_class = per_class_accuracy(confusion)
+    write_text(EVALUATE_METRICS, json.dumps(headline, indent=2) + "\n")
+    # One row per test image: DVC's `confusion` template counts them into the matrix.
+    write_text(EVALUATE_PLOTS / "confusion.csv", csv_text("actual,predicted", zip(y, probs.argmax(axis=1))))
+    write_text(
+        EVALUATE_PLOTS / "per_class_accuracy.csv",
+        csv_text(
+            "class,accuracy",
+            (
+                (f"{i:02d} {n}", round(float(a), 6))
+                for i, (n, a) in enumerate(zip(ds.class_names, per_class))
+                if not np.isnan(a)
+            ),
+        ),
+    )
+    plots.per_class_bars(per_class, ds.class_names, EVALUATE_PLOTS / "per_class_accuracy.png")
+    plots.confusion_heatmap(confusion, EVALUATE_PLOTS / "confusion_matrix.png")
+    plots.error_gallery(x, y, probs, ds.class_names, EVALUATE_PLOTS / "worst_errors.png", params.evaluate.errors_shown)
+    write_text(
+        ENSEMBLE_METRICS,
+        json.dumps(ensemble_metrics(params.evaluate.ensemble, ds, params.evaluate.batch_size), indent=2) + "\n",
+    )
+
+
+if __name__ == "__main__":
+    from trafficsigns.core.shell import run_stage
+
+    run_stage(main)

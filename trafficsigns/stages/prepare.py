@@ -1,0 +1,28 @@
+"""DVC stage `prepare`: raw data -> data/prepared/dataset.h5, plus data plots in plots/data/."""
+
+from trafficsigns.core.config import Params
+from trafficsigns.core.paths import DATA_PLOTS, DATASET, RAW_DIR
+from trafficsigns.data.dataset import BUILDERS
+from trafficsigns.data.h5store import write_dataset
+from trafficsigns.reporting import plots
+
+
+def main(params: Params) -> None:
+    ds, raw_sizes = BUILDERS[params.data.source](RAW_DIR, params.prepare, params.data.source)
+    write_dataset(DATASET, ds)
+    plots.class_histogram(ds.y, ds.num_classes, DATA_PLOTS / "class_histogram.png")
+    plots.size_histogram(raw_sizes, DATA_PLOTS / "image_sizes.png")
+    meta = ds.meta
+    plots.sample_grid(
+        ds.x["train"],
+        ds.y["train"],
+        ds.class_names,
+        DATA_PLOTS / "samples.png",
+        title=f"One training image per class, {meta['size']} px {meta['mode']}",
+    )
+
+
+if __name__ == "__main__":
+    from trafficsigns.core.shell import run_stage
+
+    run_stage(main)
