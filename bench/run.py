@@ -138,7 +138,7 @@ def compression_table(ours_h5: Path, work: Path) -> list[dict]:
     ):
         path = work / "compression.h5"
         with h5py.File(path, "w") as f:
-            write_s, _ = timed(f.create_dataset, "x", data=x, chunks=image_chunks(x), **options)
+            write_s, _ = timed(f.create_dataset, "x", data=x, chunks=image_chunks(x.shape), **options)
         with h5py.File(path) as f:
             read_s, _ = timed(lambda: f["x"][...])
         rows.append(

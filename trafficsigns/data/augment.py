@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import math
 import os
@@ -22,15 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import h5py
 import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
 from trafficsigns.core.config import AugmentParams
-from trafficsigns.core.fsutil import atomic_path
 from trafficsigns.data.classes import FLIPS, GTSRB_CLASS_NAMES, flipped_class
-from trafficsigns.data.h5store import CHUNK_IMAGES, Dataset
+from trafficsigns.data.h5store import CHUNK_IMAGES, Dataset, dataset_writer
 from trafficsigns.data.images import _die_with_parent
 
 log = logging.getLogger(__name__)
@@ -253,24 +250,14 @@ def augment_split(
         if total > n
         else contextlib.nullcontext()
     )
-    with pool, atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        out = f.create_dataset(
-            "x_train",
-            shape=(total,) + x.shape[1:],
-            dtype=np.float32,
-            chunks=(max(1, min(total, CHUNK_IMAGES)),) + x.shape[1:],
-        )
-        out[:n] = x
-        f.create_dataset("y_train", data=plan.label.astype(np.int16))
-        if "train" in ds.tracks:  # an augmented image keeps its source's track: still the same physical sign
-            f.create_dataset("track_train", data=ds.tracks["train"][plan.source].astype(np.int64))
-        f.create_dataset("class_names", data=np.array(ds.class_names, dtype=h5py.string_dtype()))
-        group = f.create_group("meta")
-        for key, value in meta.items():
-            group.attrs[key] = json.dumps(value)
+    with pool, dataset_writer(path) as writer:
+        # an augmented image keeps its source's track: still the same physical sign
+        tracks = ds.tracks["train"][plan.source] if "train" in ds.tracks else None
+        writer.add_split("train", (total,) + x.shape[1:], plan.label, tracks, head=x)
+        writer.write_header(ds.class_names, meta)
         with tqdm(total=total - n, desc="augment", unit="img", disable=None) as bar:
             for start, block in _augmented_blocks(pool, 2 * workers, x, plan, n, Ranges.of(params), params.seed, chunk):
-                out[start : start + len(block)] = block
+                writer.write("train", start, block)
                 bar.update(len(block))
     return counts
 

@@ -6,7 +6,9 @@ batches of whole images, the unit `train` and `evaluate` read.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,23 +40,63 @@ class Dataset:
         return len(self.class_names)
 
 
-def write_dataset(path: str | Path, ds: Dataset) -> None:
+class DatasetWriter:
+    """The one writer of the format: `x_<split>` created at its final shape and chunking, then filled.
+
+    `add_split` writes a split's labels and track ids with its first images; `write` fills the rest,
+    block by block, so a large split never has to be in memory; `write_header` stores the class names
+    and the meta. Files are written in the order of the calls, which fixes their bytes.
+    """
+
+    def __init__(self, f: h5py.File):
+        self._file = f
+
+    def add_split(
+        self,
+        split: str,
+        shape: tuple[int, ...],
+        y: np.ndarray,
+        tracks: np.ndarray | None = None,
+        head: np.ndarray | None = None,
+    ) -> None:
+        """Create `x_<split>` of `shape` (float32, chunks of whole images), write `head` as its first
+        images, then `y` and `tracks` (one per image)."""
+        self._file.create_dataset(f"x_{split}", shape=shape, dtype=np.float32, chunks=image_chunks(shape))
+        if head is not None and len(head):
+            self.write(split, 0, head)
+        self._file.create_dataset(f"y_{split}", data=y.astype(np.int16))
+        if tracks is not None:
+            self._file.create_dataset(f"track_{split}", data=tracks.astype(np.int64))
+
+    def write(self, split: str, start: int, images: np.ndarray) -> None:
+        """Images `start`.. of `x_<split>`."""
+        self._file[f"x_{split}"][start : start + len(images)] = images
+
+    def write_header(self, class_names: list[str], meta: dict) -> None:
+        self._file.create_dataset("class_names", data=np.array(class_names, dtype=h5py.string_dtype()))
+        group = self._file.create_group("meta")
+        for key, value in meta.items():
+            group.attrs[key] = json.dumps(value)
+
+
+@contextlib.contextmanager
+def dataset_writer(path: str | Path) -> Iterator[DatasetWriter]:
+    """A `DatasetWriter` on a temporary file that replaces `path` only once the block completes."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        yield DatasetWriter(f)
+
+
+def write_dataset(path: str | Path, ds: Dataset) -> None:
+    with dataset_writer(path) as writer:
         for split in SPLITS:
             x = ds.x[split]
-            f.create_dataset(f"x_{split}", data=x, chunks=image_chunks(x))
-            f.create_dataset(f"y_{split}", data=ds.y[split].astype(np.int16))
-            if split in ds.tracks:
-                f.create_dataset(f"track_{split}", data=ds.tracks[split].astype(np.int64))
-        f.create_dataset("class_names", data=np.array(ds.class_names, dtype=h5py.string_dtype()))
-        meta = f.create_group("meta")
-        for key, value in ds.meta.items():
-            meta.attrs[key] = json.dumps(value)
+            writer.add_split(split, x.shape, ds.y[split], ds.tracks.get(split), head=x)
+        writer.write_header(ds.class_names, ds.meta)
 
 
-def image_chunks(x: np.ndarray) -> tuple[int, ...]:
-    """HDF5 chunk shape for an image array: CHUNK_IMAGES whole images (fewer if the split is smaller)."""
-    return (max(1, min(len(x), CHUNK_IMAGES)),) + x.shape[1:]
+def image_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """HDF5 chunk shape for images of `shape`: CHUNK_IMAGES whole images (fewer if the split is smaller)."""
+    return (max(1, min(shape[0], CHUNK_IMAGES)),) + tuple(shape[1:])
 
 
 def read_dataset(path: str | Path, splits=SPLITS, expected: dict | None = None) -> Dataset:
