@@ -19,15 +19,16 @@ from skimage.filters import rank
 from skimage.morphology import disk
 from skimage.util import img_as_ubyte
 
-from trafficsigns.data.archives import TEST_DIR, TEST_GT_CSV, TEST_GT_ZIP, TEST_ZIP, TRAIN_DIR, TRAIN_ZIP
+from trafficsigns.data.archives import TEST_DIR, TEST_GT_CSV, TRAIN_DIR
 from trafficsigns.data.classes import NUM_GTSRB_CLASSES
-from trafficsigns.data.images import CHANNELS
+from trafficsigns.data.colour_modes import CHANNELS
+from trafficsigns.data.sources import GTSRB_FILES
 
 BATCH_SIZE = 64  # FIDLE GTSRB2's batch size
 
 
 def extract(raw_dir: Path, dest: Path) -> None:
-    for name in (TRAIN_ZIP, TEST_ZIP, TEST_GT_ZIP):
+    for name in GTSRB_FILES:
         with zipfile.ZipFile(Path(raw_dir) / name) as zf:
             zf.extractall(dest)
 

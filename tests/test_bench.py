@@ -48,7 +48,8 @@ def test_vectorised_clahe_is_skimage_bit_for_bit():
 
 def test_prepare_chunk_equals_one_image_at_a_time(tiny_raw_master):
     from trafficsigns.data.archives import read_train_split
-    from trafficsigns.data.images import CHANNELS, _prepare_chunk, prepare_image
+    from trafficsigns.data.colour_modes import CHANNELS
+    from trafficsigns.data.images import _prepare_chunk, prepare_image
 
     split = read_train_split(tiny_raw_master)
     items = [(m, tuple(int(v) for v in r)) for m, r in zip(split.members[:40], split.rois[:40])]

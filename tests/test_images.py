@@ -8,7 +8,8 @@ from PIL import Image
 from skimage import color, exposure
 
 from trafficsigns.core.errors import PipelineError
-from trafficsigns.data.images import CHANNELS, crop_and_resize, enhance, prepare_image
+from trafficsigns.data.colour_modes import CHANNELS
+from trafficsigns.data.images import crop_and_resize, enhance, prepare_image
 
 
 def ppm_bytes(rgb: np.ndarray) -> bytes:

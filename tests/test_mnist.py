@@ -10,9 +10,12 @@ from tests.test_pipeline import TINY, copy_repo, sh
 from trafficsigns.core.config import parse_params
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.data.dataset import read_mnist
-from trafficsigns.data.download import MNIST_ARCHIVES, MNIST_BASE_URL, fetch_all
+from trafficsigns.data.download import fetch_all
 from trafficsigns.data.h5store import read_dataset
+from trafficsigns.data.sources import SOURCES
 from trafficsigns.explain.digits import write_mnist_npz
+
+MNIST = SOURCES["mnist"]
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +27,8 @@ def mirror(tmp_path_factory):
 
 def test_download_verifies_sha256_of_the_official_file(mirror, tmp_path):
     with pytest.raises(PipelineError, match=r"expected sha256 731c5ac6.*, got [0-9a-f]{64}"):
-        fetch_all(MNIST_ARCHIVES, tmp_path, mirror=str(mirror), base_url=MNIST_BASE_URL)
-    assert fetch_all(MNIST_ARCHIVES, tmp_path, mirror=str(mirror), base_url=MNIST_BASE_URL, verify=False)
+        fetch_all(MNIST.files, tmp_path, mirror=str(mirror), base_url=MNIST.base_url)
+    assert fetch_all(MNIST.files, tmp_path, mirror=str(mirror), base_url=MNIST.base_url, verify=False)
 
 
 def test_prepare_writes_the_same_hdf5_layout(mirror, tmp_path):

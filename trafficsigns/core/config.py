@@ -12,8 +12,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trafficsigns.core.errors import PipelineError
-
-COLOUR_MODES = ("RGB", "RGB-HE", "L", "L-HE", "L-LHE", "L-CLAHE")
+from trafficsigns.data.colour_modes import COLOUR_MODES
+from trafficsigns.data.sources import SOURCE_NAMES
 
 
 class _Section(BaseModel):
@@ -28,7 +28,7 @@ class SyntheticParams(_Section):
 
 
 class DataParams(_Section):
-    source: Literal["synthetic", "gtsrb", "mnist"] = "synthetic"
+    source: Literal[SOURCE_NAMES] = "synthetic"  # type: ignore[valid-type]
     mirror: str = Field("", description="base URL (http, https, file) or folder holding the official files")
     verify: bool = True
     seed: int = 0

@@ -1,9 +1,9 @@
 """Read the official GTSRB archives in place (no extraction): CSV annotations and image members.
 
-Layout (official, and what `synthetic` writes):
-  GTSRB_Final_Training_Images.zip  GTSRB/Final_Training/Images/000CC/TTTTT_FFFFF.ppm + GT-000CC.csv
-  GTSRB_Final_Test_Images.zip      GTSRB/Final_Test/Images/NNNNN.ppm + GT-final_test.test.csv
-  GTSRB_Final_Test_GT.zip          GT-final_test.csv (with ClassId)
+Layout (official, and what `synthetic` writes; the archive names are in trafficsigns/data/sources.py):
+  TRAIN_ZIP    GTSRB/Final_Training/Images/000CC/TTTTT_FFFFF.ppm + GT-000CC.csv
+  TEST_ZIP     GTSRB/Final_Test/Images/NNNNN.ppm + GT-final_test.test.csv
+  TEST_GT_ZIP  GT-final_test.csv (with ClassId)
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ import numpy as np
 
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.data.classes import NUM_GTSRB_CLASSES
+from trafficsigns.data.sources import TEST_GT_ZIP, TEST_ZIP, TRAIN_ZIP
 
-TRAIN_ZIP = "GTSRB_Final_Training_Images.zip"
-TEST_ZIP = "GTSRB_Final_Test_Images.zip"
-TEST_GT_ZIP = "GTSRB_Final_Test_GT.zip"
 TRAIN_DIR = "GTSRB/Final_Training/Images"
 TEST_DIR = "GTSRB/Final_Test/Images"
 TEST_GT_CSV = "GT-final_test.csv"

@@ -26,9 +26,9 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from trafficsigns.core.config import AugmentParams
-from trafficsigns.data.classes import FLIPS, GTSRB_CLASS_NAMES, flipped_class
+from trafficsigns.core.workers import worker_pool
+from trafficsigns.data.classes import FLIPS, GTSRB_CLASS_NAMES, flipped_class, has_flip_tables
 from trafficsigns.data.h5store import CHUNK_IMAGES, Dataset, dataset_writer
-from trafficsigns.data.images import _die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def make_plan(labels: np.ndarray, class_names: list[str], params: AugmentParams)
     allowed = np.zeros((num_classes, 1 + len(FLIPS)), dtype=bool)
     allowed[:, 0] = True
     target = np.tile(np.arange(num_classes)[:, None], (1, 1 + len(FLIPS)))
-    if params.flip and list(class_names) != list(GTSRB_CLASS_NAMES):
+    if params.flip and not has_flip_tables(class_names):
         # The committed params flip; switching to MNIST with one -S must still work (digits are not flipped).
         log.warning(
             "augment.flip: the flip tables are for the %d GTSRB classes, not this dataset's %d (%r...): no flips",
@@ -245,11 +245,7 @@ def augment_split(
     )
     meta = {**ds.meta, "augment": {"params": params.model_dump(), "geometry": params.geometry(), "counts": counts}}
     workers = workers or os.cpu_count() or 1
-    pool = (
-        ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent)
-        if total > n
-        else contextlib.nullcontext()
-    )
+    pool = worker_pool(workers) if total > n else contextlib.nullcontext()
     with pool, dataset_writer(path) as writer:
         # an augmented image keeps its source's track: still the same physical sign
         tracks = ds.tracks["train"][plan.source] if "train" in ds.tracks else None
@@ -352,7 +348,7 @@ def _showcase_index(x: np.ndarray, y: np.ndarray, names: list[str]) -> int:
     """A clear but typical image (pixel spread at the class's 75th percentile) of the commonest class,
     preferring classes with a mirror class. The highest spread tends to be an overexposed outlier."""
     counts = np.bincount(y, minlength=len(names))
-    if list(names) == list(GTSRB_CLASS_NAMES):
+    if has_flip_tables(names):
         mirrored = [cid for cid in range(len(names)) if flipped_class(cid, "horizontal") not in (None, cid)]
         if counts[mirrored].any():
             counts = np.where(np.isin(np.arange(len(names)), mirrored), counts, 0)
@@ -362,7 +358,7 @@ def _showcase_index(x: np.ndarray, y: np.ndarray, names: list[str]) -> int:
 
 
 def _flip_panel(image: np.ndarray, cid: int, names: list[str], enabled: bool) -> tuple[str, np.ndarray, str]:
-    if list(names) != list(GTSRB_CLASS_NAMES):
+    if not has_flip_tables(names):
         return "flip", image, "no flip table"
     for code, name in enumerate(FLIPS, 1):
         if (target := flipped_class(cid, name)) is not None:

@@ -64,6 +64,11 @@ ROT180_SELF = frozenset({12, 15, 17, 32})
 FLIPS = ("horizontal", "vertical", "both")
 
 
+def has_flip_tables(class_names) -> bool:
+    """Whether the flip tables describe these classes: GTSRB's, in ClassId order (not MNIST's digits)."""
+    return tuple(class_names) == GTSRB_CLASS_NAMES
+
+
 def flipped_class(cid: int, flip: str) -> int | None:
     """The class an image of `cid` shows after `flip` (one of FLIPS), or None if it shows no GTSRB sign."""
     if flip == "horizontal":

@@ -10,10 +10,11 @@ import numpy as np
 from trafficsigns.core.config import PrepareParams
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.core.fsutil import md5sum
-from trafficsigns.data.archives import TEST_GT_ZIP, TEST_ZIP, TRAIN_ZIP, Split, read_test_split, read_train_split
+from trafficsigns.data.archives import Split, read_test_split, read_train_split
 from trafficsigns.data.classes import GTSRB_CLASS_NAMES
 from trafficsigns.data.h5store import Dataset, expected_meta
 from trafficsigns.data.images import prepare_split
+from trafficsigns.data.sources import GTSRB_FORMAT, MNIST_FILE, MNIST_FORMAT, SOURCES, TRAIN_ZIP
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,17 @@ def build_gtsrb(raw_dir: Path, params: PrepareParams, source: str) -> tuple[Data
             "num_classes": len(GTSRB_CLASS_NAMES),
             "counts": {"train": int(is_train.sum()), "val": int(is_val.sum()), "test": int(keep_test.sum())},
             "skipped_images": skipped_train + skipped_test,
-            "inputs_md5": {name: md5sum(raw_dir / name) for name in (TRAIN_ZIP, TEST_ZIP, TEST_GT_ZIP)},
+            "inputs_md5": inputs_md5(raw_dir, source),
         },
     )
     return ds, np.concatenate([train.sizes, test.sizes])
 
 
-MNIST_FILE = "mnist.npz"
+def inputs_md5(raw_dir: Path, source: str) -> dict[str, str]:
+    """The md5 of each of the source's raw files: which data a dataset (and so a model) was made from."""
+    return {name: md5sum(raw_dir / name) for name in SOURCES[source].files}
+
+
 MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
@@ -112,8 +117,9 @@ def _unit_float(digits: np.ndarray) -> np.ndarray:
 
 def build_mnist(raw_dir: Path, params: PrepareParams, source: str) -> tuple[Dataset, np.ndarray]:
     """MNIST at its native 28x28 grayscale, with a seeded, class-stratified validation split."""
-    if (params.size, params.mode) != (28, "L") or params.roi_crop:
-        log.warning("MNIST is used as the course does, 28x28 grayscale: prepare.size/mode/roi_crop do not apply")
+    fixed = SOURCES[source].fixed
+    if any(getattr(params, key) != value for key, value in fixed.items()):
+        log.warning("MNIST is used as the course does, 28x28 grayscale: prepare.%s do not apply", "/".join(fixed))
     arrays = read_mnist(raw_dir / MNIST_FILE)
     x_train_all = _unit_float(arrays["x_train"])
     y_train_all = arrays["y_train"].astype(np.int64)
@@ -129,10 +135,16 @@ def build_mnist(raw_dir: Path, params: PrepareParams, source: str) -> tuple[Data
             "num_classes": 10,
             "counts": {"train": int((~val).sum()), "val": int(val.sum()), "test": len(arrays["y_test"])},
             "skipped_images": [],
-            "inputs_md5": {MNIST_FILE: md5sum(raw_dir / MNIST_FILE)},
+            "inputs_md5": inputs_md5(raw_dir, source),
         },
     )
     return ds, np.full((len(y_train_all) + len(arrays["y_test"]), 2), 28)
 
 
-BUILDERS = {"synthetic": build_gtsrb, "gtsrb": build_gtsrb, "mnist": build_mnist}
+# one builder per raw format (sources.py says which format each data.source is in)
+BUILDERS = {GTSRB_FORMAT: build_gtsrb, MNIST_FORMAT: build_mnist}
+
+
+def build_dataset(raw_dir: Path, params: PrepareParams, source: str) -> tuple[Dataset, np.ndarray]:
+    """The prepared dataset of `source`'s raw files in `raw_dir`, and the raw (width, height) of every image."""
+    return BUILDERS[SOURCES[source].format](raw_dir, params, source)

@@ -25,16 +25,6 @@ from trafficsigns.core.fsutil import atomic_path, checksum_algorithm, file_check
 
 log = logging.getLogger(__name__)
 
-GTSRB_BASE_URL = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/"
-GTSRB_ARCHIVES = {  # file name -> md5
-    "GTSRB_Final_Training_Images.zip": "f33fd80ac59bff73c82d25ab499e03a3",
-    "GTSRB_Final_Test_Images.zip": "c7e4e6327067d32654124b0fe9e82185",
-    "GTSRB_Final_Test_GT.zip": "fe31e9c9270bbcd7b84b7f21a9d9d9e5",
-}
-
-MNIST_BASE_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
-MNIST_ARCHIVES = {"mnist.npz": "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"}  # sha256
-
 _URL_SCHEMES = ("http", "https", "file")
 # Failures worth another attempt, while connecting (requests) or streaming the body (urllib3):
 # the next attempt resumes from what the .part already holds.
@@ -81,7 +71,7 @@ def fetch(
 
 
 def fetch_all(
-    files: dict[str, str],
+    files: dict[str, str | None],
     dest_dir: Path,
     *,
     mirror: str = "",
@@ -91,7 +81,8 @@ def fetch_all(
     retries: int = 5,
     backoff: float = 1.0,
 ) -> list[Path]:
-    """Fetch every `files` name (-> checksum) from `mirror`, or `base_url` when no mirror is set, into `dest_dir`."""
+    """Fetch every `files` name (-> checksum, None: not verified) from `mirror`, or `base_url` when no mirror
+    is set, into `dest_dir`."""
     base = mirror or base_url
     return [
         fetch(

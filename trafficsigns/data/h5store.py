@@ -18,6 +18,7 @@ import numpy as np
 from trafficsigns.core.config import PrepareParams
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.core.fsutil import atomic_path
+from trafficsigns.data.sources import SOURCES
 
 SPLITS = ("train", "val", "test")
 CHUNK_IMAGES = 256
@@ -136,10 +137,7 @@ def _meta(f: h5py.File) -> dict:
 
 def expected_meta(source: str, params: PrepareParams) -> dict:
     """The dataset metadata that params imply: what `train` checks the HDF5 file against."""
-    settings = params.model_dump()
-    if source == "mnist":
-        settings.update(size=28, mode="L", roi_crop=False)
-    return {"source": source, **settings}
+    return {"source": source, **params.model_dump(), **SOURCES[source].fixed}
 
 
 def check_dataset(ds: Dataset, path: str | Path, expected: dict) -> None:

@@ -7,14 +7,9 @@ colour and equalisation operations are scikit-image's, exactly as FIDLE's GTSRB1
 
 from __future__ import annotations
 
-import ctypes
 import io
 import math
-import os
-import signal
-import sys
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
 import numpy as np
@@ -27,10 +22,9 @@ from skimage.util import img_as_ubyte, img_as_uint
 from tqdm import tqdm
 
 from trafficsigns.core.errors import PipelineError
+from trafficsigns.core.workers import worker_pool
 from trafficsigns.data.archives import Split
-
-CHANNELS = {"RGB": 3, "RGB-HE": 3, "L": 1, "L-HE": 1, "L-LHE": 1, "L-CLAHE": 1}
-
+from trafficsigns.data.colour_modes import CLAHE, HE, LHE, ColourMode, colour_mode
 
 MAX_PIXELS = 4096 * 4096  # GTSRB images are at most 250 px a side: anything huge is a memory bomb
 
@@ -65,32 +59,31 @@ def crop_and_resize(img: Image.Image, size: int, roi: tuple[int, int, int, int] 
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def _colour(rgb: np.ndarray, mode: str) -> np.ndarray:
-    """One image's colour operation; for L-CLAHE only the grey image, which `enhance_batch` equalises."""
-    if mode == "RGB":
-        return rgb
-    if mode == "RGB-HE":
-        hsv = color.rgb2hsv(rgb)
+def _colour(rgb: np.ndarray, mode: ColourMode) -> np.ndarray:
+    """One image's colour operation; for CLAHE only the grey image, which `enhance_batch` equalises."""
+    if mode.channels == 3:
+        if mode.equalise is None:
+            return rgb
+        hsv = color.rgb2hsv(rgb)  # HE, on the value channel
         hsv[:, :, 2] = exposure.equalize_hist(hsv[:, :, 2])
         return color.hsv2rgb(hsv)
     grey = color.rgb2gray(rgb)
-    if mode == "L":
+    if mode.equalise is None:
         return grey
-    if mode == "L-HE":
+    if mode.equalise == HE:
         return exposure.equalize_hist(grey)
-    if mode == "L-LHE":
+    if mode.equalise == LHE:
         return rank.equalize(img_as_ubyte(np.clip(grey, 0, 1)), footprint=disk(10)) / 255.0
-    return np.clip(grey, 0, 1)  # L-CLAHE
+    return np.clip(grey, 0, 1)  # CLAHE
 
 
 def enhance_batch(rgb: np.ndarray, mode: str) -> np.ndarray:
     """Apply one of FIDLE's modes to (n, h, w, 3) RGB float images; (n, h, w, channels) float32 in [0, 1]."""
-    if mode not in CHANNELS:
-        raise PipelineError(f"unknown colour mode {mode!r}; allowed: {', '.join(CHANNELS)}")
-    out = rgb if mode == "RGB" else np.stack([_colour(image, mode) for image in rgb])
-    if mode == "L-CLAHE":
+    spec = colour_mode(mode)
+    out = rgb if spec.channels == 3 and spec.equalise is None else np.stack([_colour(image, spec) for image in rgb])
+    if spec.equalise == CLAHE:
         out = clahe(out)
-    if CHANNELS[mode] == 1:
+    if spec.channels == 1:
         out = out[..., None]
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
 
@@ -193,18 +186,6 @@ def prepare_image(data: bytes, where: str, size: int, mode: str, roi=None) -> np
 _zip_cache: dict[str, zipfile.ZipFile] = {}
 
 
-def _die_with_parent() -> None:
-    """Pool initializer: on Linux, have the kernel kill this worker when the stage process dies.
-
-    Forked workers otherwise outlive a `kill -9` of the stage and sleep forever on their queue.
-    """
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
 def _prepare_chunk(
     archive: str, items: list[tuple[str, tuple | None]], size: int, mode: str, skip_bad: bool
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -244,16 +225,15 @@ def prepare_split(
 
     Also returns {index: reason} of the images that failed (always empty unless `skip_bad`).
     """
-    if mode not in CHANNELS:
-        raise PipelineError(f"unknown colour mode {mode!r}; allowed: {', '.join(CHANNELS)}")
+    channels = colour_mode(mode).channels
     rois = [tuple(int(v) for v in r) if roi_crop else None for r in split.rois]
     items = list(zip(split.members, rois))
     chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
     work = partial(_prepare_chunk, str(split.archive), size=size, mode=mode, skip_bad=skip_bad)
-    out = np.empty((len(items), size, size, CHANNELS[mode]), dtype=np.float32)
+    out = np.empty((len(items), size, size, channels), dtype=np.float32)
     failed: dict[int, str] = {}
     with (
-        ProcessPoolExecutor(max_workers=workers or os.cpu_count(), initializer=_die_with_parent) as pool,
+        worker_pool(workers) as pool,
         tqdm(total=len(items), desc=desc, unit="img", disable=None) as bar,
     ):
         start = 0

@@ -13,7 +13,8 @@ import numpy as np
 from tqdm import tqdm
 
 from trafficsigns.core.errors import PipelineError
-from trafficsigns.data.images import CHANNELS, prepare_image
+from trafficsigns.data.colour_modes import CHANNELS
+from trafficsigns.data.images import prepare_image
 from trafficsigns.modeling.models import load_model, read_model_metadata
 
 # What a folder is searched for (Pillow decodes them all); other files in a folder are not images.

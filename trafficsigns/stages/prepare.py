@@ -2,13 +2,13 @@
 
 from trafficsigns.core.config import Params
 from trafficsigns.core.paths import DATA_PLOTS, DATASET, RAW_DIR
-from trafficsigns.data.dataset import BUILDERS
+from trafficsigns.data.dataset import build_dataset
 from trafficsigns.data.h5store import write_dataset
 from trafficsigns.reporting import plots
 
 
 def main(params: Params) -> None:
-    ds, raw_sizes = BUILDERS[params.data.source](RAW_DIR, params.prepare, params.data.source)
+    ds, raw_sizes = build_dataset(RAW_DIR, params.prepare, params.data.source)
     write_dataset(DATASET, ds)
     plots.class_histogram(ds.y, ds.num_classes, DATA_PLOTS / "class_histogram.png")
     plots.size_histogram(raw_sizes, DATA_PLOTS / "image_sizes.png")

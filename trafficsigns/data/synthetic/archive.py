@@ -19,8 +19,9 @@ from tqdm import tqdm
 
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.core.fsutil import atomic_path
-from trafficsigns.data.archives import CSV_COLUMNS, TEST_DIR, TEST_GT_CSV, TEST_GT_ZIP, TEST_ZIP, TRAIN_DIR, TRAIN_ZIP
+from trafficsigns.data.archives import CSV_COLUMNS, TEST_DIR, TEST_GT_CSV, TRAIN_DIR
 from trafficsigns.data.classes import NUM_GTSRB_CLASSES  # class b of a pair is drawn as the mirror of a
+from trafficsigns.data.sources import GTSRB_FILES, TEST_GT_ZIP, TEST_ZIP, TRAIN_ZIP
 from trafficsigns.data.synthetic.scenes import Frame, Job, render_track
 
 # Images per class in the real GTSRB training set (ClassId 0..42): sets the class frequencies.
@@ -196,7 +197,7 @@ def write_synthetic_gtsrb(
     _write_test(out, [test[i] for i in order])
 
     digests = {}
-    for name in (TRAIN_ZIP, TEST_ZIP, TEST_GT_ZIP):
+    for name in GTSRB_FILES:
         with open(out / name, "rb") as f:
             digests[name] = hashlib.file_digest(f, "md5").hexdigest()
     return digests
