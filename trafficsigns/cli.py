@@ -11,6 +11,7 @@ import importlib
 import json
 import sys
 
+from trafficsigns.core.paths import BEST_MODEL
 from trafficsigns.core.shell import EXIT_ERROR, EXIT_SKIPPED, at_least, guarded, setup_logging
 
 
@@ -51,7 +52,7 @@ def add_predict(commands) -> None:
         f"crops of the sign. Exit status: 0, {EXIT_ERROR} on error, {EXIT_SKIPPED} if a file was skipped.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders searched recursively")
-    p.add_argument("--model", default="models/best.keras", help="model file (default: %(default)s)")
+    p.add_argument("--model", default=str(BEST_MODEL), help="model file (default: %(default)s)")
     p.add_argument("--top-k", type=at_least(1), default=3, help="classes shown per image (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     p.add_argument("--batch-size", type=at_least(1), default=256, help="images per batch (default: %(default)s)")

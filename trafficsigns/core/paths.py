@@ -11,6 +11,7 @@ AUGMENT_PLOTS = Path("plots/augment")
 BEST_MODEL = Path("models/best.keras")
 LAST_MODEL = Path("models/last.keras")
 TENSORBOARD_DIR = Path("logs/tensorboard")
+QUEUE_LOG = Path("logs/queue.log")  # the DVC queue workers of `python -m trafficsigns grid`
 TRAIN_LIVE_DIR = Path("metrics/train")
 EVALUATE_METRICS = Path("metrics/evaluate.json")
 EVALUATE_PLOTS = Path("plots/evaluate")
@@ -25,6 +26,18 @@ COMPARE_HTML = Path("reports/compare.html")  # not a stage: `python -m trafficsi
 COMPARE_MD = Path("reports/compare.md")
 COMPARE_IMAGES = Path("reports/compare")
 GRID_FILE = Path("grid.yaml")
+
+# Files one stage writes and another (the report) reads.
+TRAIN_SUMMARY = TRAIN_LIVE_DIR / "metrics.json"  # dvclive's summary: best epoch, train time, weights...
+CLASS_HISTOGRAM = DATA_PLOTS / "class_histogram.png"
+IMAGE_SIZES = DATA_PLOTS / "image_sizes.png"
+SAMPLES = DATA_PLOTS / "samples.png"
+
+CONFUSION_CSV = EVALUATE_PLOTS / "confusion.csv"  # one row per test image, as DVC's confusion template counts
+PER_CLASS_CSV = EVALUATE_PLOTS / "per_class_accuracy.csv"
+PER_CLASS_FIGURE = EVALUATE_PLOTS / "per_class_accuracy.png"
+CONFUSION_FIGURE = EVALUATE_PLOTS / "confusion_matrix.png"
+ERRORS_FIGURE = EVALUATE_PLOTS / "worst_errors.png"
 
 
 def step_logs(live_dir: Path) -> Path:

@@ -26,12 +26,11 @@ from pathlib import Path
 
 from trafficsigns.core.config import parse_params, read_yaml
 from trafficsigns.core.errors import PipelineError
-from trafficsigns.core.paths import GRID_FILE
+from trafficsigns.core.paths import GRID_FILE, QUEUE_LOG
 from trafficsigns.core.shell import at_least
 
 log = logging.getLogger(__name__)
 SOURCES = ("*.py", "dvc.yaml", "params.yaml", "pyproject.toml", "requirements.lock")
-QUEUE_LOG = Path("logs/queue.log")
 WORKER_DIR = Path(".dvc/tmp/exps/celery")  # DVC 3: `dvc queue start` writes its workers' pid files here
 
 

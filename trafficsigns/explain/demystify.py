@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from trafficsigns.core.errors import PipelineError
-from trafficsigns.core.paths import BEST_MODEL, DATASET
+from trafficsigns.core.paths import BEST_MODEL, DATASET, DEMYSTIFY_PLOTS
 from trafficsigns.core.shell import at_least
 from trafficsigns.explain import numpy_nn as nn
 from trafficsigns.explain.digits import render_digits
@@ -31,7 +31,12 @@ from trafficsigns.reporting import plots
 plt = plots.plt
 log = logging.getLogger(__name__)
 
-DEFAULT_OUT = Path("plots/demystify")
+# The figures' file names (the report captions them).
+CLASSIC_KERNELS_PNG = "1_classic_kernels.png"
+KERNELS_PNG = "2_first_layer_kernels.png"
+FEATURE_MAPS_PNG = "2_first_layer_feature_maps.png"
+RELU_MAXPOOL_PNG = "3_relu_maxpool.png"
+GD_VS_SGD_PNG = "4_gd_vs_sgd.png"
 SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)
 CLASSIC_KERNELS = {  # kernels that sum to 0 detect change, those that sum to 1 keep the brightness
     "Sobel x\n(vertical edges)": SOBEL_X,
@@ -50,7 +55,7 @@ EVAL_DIGITS = 500  # the training-loss curves are measured on this many training
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="figures folder (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=DEMYSTIFY_PLOTS, help="figures folder (default: %(default)s)")
     parser.add_argument("--model", type=Path, help=f"trained .keras model (default: {BEST_MODEL} if present)")
     parser.add_argument("--dataset", type=Path, help=f"prepared dataset (default: {DATASET} if present)")
     parser.add_argument("--seed", type=int, default=0)
@@ -84,7 +89,7 @@ def demystify(
 ) -> list[Path]:
     """Write the figures under `out`; return their paths."""
     image, caption = sample_image(dataset, seed)
-    written = [classic_kernels_figure(_with_channels(image, 1), caption, out / "1_classic_kernels.png")]
+    written = [classic_kernels_figure(_with_channels(image, 1), caption, out / CLASSIC_KERNELS_PNG)]
     if model is None:
         layer = FirstConv(SOBEL_X[:, :, None, None], np.zeros(1, np.float32), "Sobel x kernel")
         image_for_layer = _with_channels(image, 1)
@@ -92,8 +97,8 @@ def demystify(
         layer = FirstConv.from_model(model)
         image_for_layer = _with_channels(image, layer.w.shape[2])
         written += first_layer_figures(layer, image_for_layer, caption, out)
-    written.append(relu_maxpool_figure(layer, image_for_layer, caption, out / "3_relu_maxpool.png"))
-    written.append(gd_vs_sgd_figure(out / "4_gd_vs_sgd.png", seed=seed, digits=digits, epochs=epochs))
+    written.append(relu_maxpool_figure(layer, image_for_layer, caption, out / RELU_MAXPOOL_PNG))
+    written.append(gd_vs_sgd_figure(out / GD_VS_SGD_PNG, seed=seed, digits=digits, epochs=epochs))
     for path in written:
         log.info("wrote %s", path)
     return written
@@ -260,7 +265,7 @@ def first_layer_figures(layer: FirstConv, image: np.ndarray, caption: str, out: 
             kernel = kernels[..., i]
             _show(ax, kernel / (2 * vmax) + 0.5 if c == 3 else kernel, str(i), signed=c != 3, vmax=vmax)
     fig.suptitle(f"{layer.name}: {f} kernels {kh}×{kw}×{c} (red > 0 > blue, shared scale ±{vmax:.2f})")
-    paths = [out / "2_first_layer_kernels.png"]
+    paths = [out / KERNELS_PNG]
     plots.save(fig, paths[0])
 
     maps = layer(image[None])[0]  # (Ho, Wo, F)
@@ -276,7 +281,7 @@ def first_layer_figures(layer: FirstConv, image: np.ndarray, caption: str, out: 
         f"{int((maps.max(axis=(0, 1)) == 0).sum())} of {f} maps are all zero on this image",
         fontsize=9,
     )
-    paths.append(out / "2_first_layer_feature_maps.png")
+    paths.append(out / FEATURE_MAPS_PNG)
     plots.save(fig, paths[1])
     return paths
 

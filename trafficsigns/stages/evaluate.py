@@ -7,7 +7,17 @@ import numpy as np
 
 from trafficsigns.core.config import Params
 from trafficsigns.core.fsutil import write_text
-from trafficsigns.core.paths import BEST_MODEL, DATASET, ENSEMBLE_METRICS, EVALUATE_METRICS, EVALUATE_PLOTS
+from trafficsigns.core.paths import (
+    BEST_MODEL,
+    CONFUSION_CSV,
+    CONFUSION_FIGURE,
+    DATASET,
+    ENSEMBLE_METRICS,
+    ERRORS_FIGURE,
+    EVALUATE_METRICS,
+    PER_CLASS_CSV,
+    PER_CLASS_FIGURE,
+)
 from trafficsigns.data.h5store import expected_meta, read_dataset
 from trafficsigns.modeling.ensemble import ensemble_metrics
 from trafficsigns.modeling.metrics import classification_metrics, per_class_accuracy
@@ -27,9 +37,9 @@ def main(params: Params) -> None:
     per_class = per_class_accuracy(confusion)
     write_text(EVALUATE_METRICS, json.dumps(headline, indent=2) + "\n")
     # One row per test image: DVC's `confusion` template counts them into the matrix.
-    write_text(EVALUATE_PLOTS / "confusion.csv", csv_text("actual,predicted", zip(y, probs.argmax(axis=1))))
+    write_text(CONFUSION_CSV, csv_text("actual,predicted", zip(y, probs.argmax(axis=1))))
     write_text(
-        EVALUATE_PLOTS / "per_class_accuracy.csv",
+        PER_CLASS_CSV,
         csv_text(
             "class,accuracy",
             (
@@ -39,9 +49,9 @@ def main(params: Params) -> None:
             ),
         ),
     )
-    plots.per_class_bars(per_class, ds.class_names, EVALUATE_PLOTS / "per_class_accuracy.png")
-    plots.confusion_heatmap(confusion, EVALUATE_PLOTS / "confusion_matrix.png")
-    plots.error_gallery(x, y, probs, ds.class_names, EVALUATE_PLOTS / "worst_errors.png", params.evaluate.errors_shown)
+    plots.per_class_bars(per_class, ds.class_names, PER_CLASS_FIGURE)
+    plots.confusion_heatmap(confusion, CONFUSION_FIGURE)
+    plots.error_gallery(x, y, probs, ds.class_names, ERRORS_FIGURE, params.evaluate.errors_shown)
     write_text(
         ENSEMBLE_METRICS,
         json.dumps(ensemble_metrics(params.evaluate.ensemble, ds, params.evaluate.batch_size), indent=2) + "\n",
