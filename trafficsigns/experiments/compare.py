@@ -23,13 +23,13 @@ from trafficsigns.core.paths import (
     COMPARE_IMAGES,
     COMPARE_MD,
     EVALUATE_METRICS,
-    TRAIN_LIVE_DIR,
+    TRAIN_SUMMARY,
 )
 from trafficsigns.reporting.document import Figure, Section, Table, Text, write_document
-from trafficsigns.reporting.report import CURVES, curves_figure, flatten, parse_curve
+from trafficsigns.reporting.runs import curve_file, curves_figure, flatten, parse_curve
 
 log = logging.getLogger(__name__)
-VAL_CURVE = CURVES / "val" / "accuracy.tsv"
+VAL_CURVE = curve_file("val", "accuracy")
 SHOWN_APART = ("data.source", "prepare.size", "prepare.mode", "model.name")  # own columns, not "differs"
 
 
@@ -101,7 +101,7 @@ def table(exps: list[Experiment]) -> Table:
     varying = differing(exps)
     rows = []
     for e in exps:
-        evaluation, training = e.metrics[str(EVALUATE_METRICS)], e.metrics.get(str(TRAIN_LIVE_DIR / "metrics.json"), {})
+        evaluation, training = e.metrics[str(EVALUATE_METRICS)], e.metrics.get(str(TRAIN_SUMMARY), {})
         p = e.params
         size = e.sizes.get(str(BEST_MODEL))
         rows.append(

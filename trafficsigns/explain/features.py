@@ -8,11 +8,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
 
+from trafficsigns.data.h5store import read_dataset
 from trafficsigns.explain.demystify import FirstConv, first_layer_figures
+from trafficsigns.modeling.models import load_model
 from trafficsigns.reporting import plots
 
 plt = plots.plt
@@ -53,7 +56,7 @@ def feature_maps_figure(image: np.ndarray, caption: str, maps: list[tuple[str, n
     fig, axes = plt.subplots(len(maps) + 1, cols, figsize=(cols * 0.95, (len(maps) + 1) * 1.1), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    plots._show(axes[0, 0], image)
+    plots.show_image(axes[0, 0], image)
     axes[0, 0].axis("on")
     axes[0, 1].text(0, 0.5, caption, va="center", fontsize=9)
     for row, (name, m) in enumerate(maps, start=1):
@@ -89,3 +92,50 @@ def kernels_figure(model: keras.Model, image: np.ndarray, caption: str, path: Pa
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(kernels, path)
     return path
+
+
+class Conv(NamedTuple):
+    name: str
+    filters: int
+    kernel: tuple[int, int]
+
+
+class NetworkViews(NamedTuple):
+    """What `network_views` drew, for the report to lay out."""
+
+    model: str  # the model's name
+    convs: list[Conv]  # its Conv2D layers, input side first (none: nothing else was drawn)
+    kernels: Path | None  # the first layer's kernels, on the first image shown
+    feature_maps: list[tuple[int, Path]]  # (test image index, its feature maps figure)
+
+
+def network_views(model_path: Path, dataset_path: Path, expected: dict, count: int, work: Path) -> NetworkViews:
+    """The model at `model_path` run on `count` test images of different classes: the first layer's
+    kernels and every conv layer's feature maps, drawn in `work`. The test set is read only if the
+    model has a convolution layer; `expected` is the meta it must have been prepared with."""
+    model = load_model(model_path)
+    convs = [Conv(c.name, c.filters, tuple(c.kernel_size)) for c in conv_layers(model)]
+    if not convs:
+        return NetworkViews(model.name, [], None, [])
+    ds = read_dataset(dataset_path, splits=("test",), expected=expected)
+    x, y = ds.x["test"], ds.y["test"]
+    chosen = pick_images(y, count)
+    kernels, drawn = None, []
+    if len(x):
+        first = int(chosen[0]) if len(chosen) else 0
+        caption = f"test image #{first}: {ds.class_names[y[first]]}"
+        kernels = kernels_figure(model, x[first], caption, work / "first_layer_kernels.png")
+    if len(chosen):
+        probs = model.predict(x[chosen], verbose=0)
+        maps = feature_maps(model, x[chosen])
+        for n, i in enumerate(chosen):
+            pred = int(probs[n].argmax())
+            caption = (
+                f"test image #{i}, true: {ds.class_names[y[i]]}\n"
+                f"predicted: {ds.class_names[pred]} (p = {probs[n, pred]:.2f})"
+            )
+            path = feature_maps_figure(
+                x[i], caption, [(name, m[n]) for name, m in maps], work / f"feature_maps_{n + 1}.png"
+            )
+            drawn.append((int(i), path))
+    return NetworkViews(model.name, convs, kernels, drawn)

@@ -19,7 +19,7 @@ def save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _show(ax, image: np.ndarray) -> None:
+def show_image(ax, image: np.ndarray) -> None:
     if image.shape[-1] == 1:
         ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
     else:
@@ -59,7 +59,7 @@ def sample_grid(x: np.ndarray, y: np.ndarray, class_names: list[str], path: Path
         ax.axis("off")
         idx = np.flatnonzero(y == cid)
         if cid < len(class_names) and len(idx):
-            _show(ax, x[idx[len(idx) // 2]])
+            show_image(ax, x[idx[len(idx) // 2]])
             ax.axis("on"), ax.set_title(f"{cid}: {class_names[cid][:18]}", fontsize=6)
     fig.suptitle(title)
     save(fig, path)
@@ -100,7 +100,7 @@ def error_gallery(
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong):
-        _show(ax, x[i])
+        show_image(ax, x[i])
         ax.axis("on")
         ax.set_title(
             f"true: {class_names[y_true[i]][:22]}\npred: {class_names[y_pred[i]][:22]}\np={probs[i, y_pred[i]]:.2f}",
@@ -127,10 +127,10 @@ def augment_families(
     for col, (name, after, amount) in enumerate(families):
         for row, (image, text) in enumerate(((before, name), (after, amount))):
             ax = axes[row, col]
-            _show(ax, image)
+            show_image(ax, image)
             ax.axis("on"), ax.set_title(text, fontsize=8 if row == 0 else 7)
     for col, (text, image) in enumerate(made):
-        _show(axes[2, col], image)
+        show_image(axes[2, col], image)
         axes[2, col].axis("on"), axes[2, col].set_title(text, fontsize=7)
     for row, text in enumerate(("before", "after", "made")[:rows]):
         axes[row, 0].axis("on"), axes[row, 0].set_ylabel(text, fontsize=8)

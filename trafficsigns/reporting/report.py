@@ -2,7 +2,8 @@
 
 Everything it shows was computed by the stages before it (params, data plots, training curves, test
 metrics and figures) except "what the network sees": the feature maps of each convolution layer for a
-few test images and the first layer's kernels, computed here from the best model.
+few test images and the first layer's kernels, which trafficsigns/explain/features.py computes from the
+best model. This module only lays the document out.
 """
 
 from __future__ import annotations
@@ -14,39 +15,41 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import yaml
-from matplotlib.ticker import MaxNLocator
 
 from trafficsigns.core.config import Params
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.core.paths import (
     BEST_MODEL,
-    DATA_PLOTS,
+    CLASS_HISTOGRAM,
+    CONFUSION_CSV,
+    CONFUSION_FIGURE,
     DATASET,
     DEMYSTIFY_PLOTS,
     ENSEMBLE_METRICS,
+    ERRORS_FIGURE,
     EVALUATE_METRICS,
-    EVALUATE_PLOTS,
+    IMAGE_SIZES,
+    PER_CLASS_CSV,
+    PER_CLASS_FIGURE,
     REPORT_HTML,
     REPORT_IMAGES,
     REPORT_MD,
-    TRAIN_LIVE_DIR,
-    step_logs,
+    SAMPLES,
+    TRAIN_SUMMARY,
 )
-from trafficsigns.data.h5store import expected_meta, read_dataset, read_summary
-from trafficsigns.reporting import plots
+from trafficsigns.data.h5store import expected_meta, read_summary
+from trafficsigns.explain import demystify
 from trafficsigns.reporting.document import Code, Figure, Section, Table, Text, write_document
+from trafficsigns.reporting.runs import curve_file, curves_figure, flatten, read_curve
 
 log = logging.getLogger(__name__)
-plt = plots.plt
 DEMYSTIFY_CAPTIONS = {
-    "1_classic_kernels": "A test sign cross-correlated with classic kernels: edges, blur, sharpen",
-    "2_first_layer_feature_maps": "What the first layer (ReLU(conv + b) in NumPy) makes of the same sign",
-    "3_relu_maxpool": "One feature map through the convolution, ReLU and 2×2 max-pooling, with the numbers",
-    "4_gd_vs_sgd": "Full-batch gradient descent vs mini-batch SGD vs pure SGD at equal compute",
+    demystify.CLASSIC_KERNELS_PNG: "A test sign cross-correlated with classic kernels: edges, blur, sharpen",
+    demystify.FEATURE_MAPS_PNG: "What the first layer (ReLU(conv + b) in NumPy) makes of the same sign",
+    demystify.RELU_MAXPOOL_PNG: "One feature map through the convolution, ReLU and 2×2 max-pooling, with the numbers",
+    demystify.GD_VS_SGD_PNG: "Full-batch gradient descent vs mini-batch SGD vs pure SGD at equal compute",
 }
-CURVES = step_logs(TRAIN_LIVE_DIR)
 
 
 def read_json(path: Path) -> dict:
@@ -56,45 +59,11 @@ def read_json(path: Path) -> dict:
         raise PipelineError(f"{path}: not found (run `dvc repro` first)") from None
 
 
-def parse_curve(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """A dvclive TSV (step, value) as epochs (1-based) and values."""
-    rows = list(csv.reader(text.splitlines(), delimiter="\t"))[1:]
-    return np.array([int(r[0]) + 1 for r in rows]), np.array([float(r[1]) for r in rows])
-
-
-def read_curve(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    return parse_curve(path.read_text())
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{"model": {"name": "v1"}} -> {"model.name": "v1"}, the keys `dvc exp run -S` takes."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
-def curves_figure(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], title: str, path: Path) -> Path:
-    """One panel per y label, one line per series: {ylabel: {label: (epochs, values)}}."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
-    for ax, (ylabel, series) in zip(axes[0], panels.items()):
-        for label, (x, y) in series.items():
-            ax.plot(x, y, marker="." if len(x) < 30 else None, label=label)
-        ax.set_xlabel("epoch"), ax.set_ylabel(ylabel), ax.grid(alpha=0.3), ax.legend(fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(title)
-    plots.save(fig, path)
-    return path
-
-
 def write_report(
     params: Params, html_path: Path = REPORT_HTML, md_path: Path = REPORT_MD, images_dir: Path = REPORT_IMAGES
 ) -> None:
     evaluation = read_json(EVALUATE_METRICS)
-    training = read_json(TRAIN_LIVE_DIR / "metrics.json")
+    training = read_json(TRAIN_SUMMARY)
     counts, class_names, meta = read_summary(DATASET)  # the sizes and names only: the images stay on disk
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -169,24 +138,20 @@ def data_section(counts: dict[str, int], meta: dict, class_names: list[str]) -> 
         Table(["prepared with", "value"], [[k, cell(meta[k])] for k in shown if k in meta]),
     ]
     captions = {
-        "class_histogram.png": "Images per class and split",
-        "image_sizes.png": "Raw image sizes",
-        "samples.png": "One prepared training image per class",
+        CLASS_HISTOGRAM: "Images per class and split",
+        IMAGE_SIZES: "Raw image sizes",
+        SAMPLES: "One prepared training image per class",
     }
-    blocks += [
-        Figure(DATA_PLOTS / name, caption, f"data_{name}")
-        for name, caption in captions.items()
-        if (DATA_PLOTS / name).exists()
-    ]
+    blocks += [Figure(path, caption, f"data_{path.name}") for path, caption in captions.items() if path.exists()]
     return Section("Data", blocks)
 
 
 def training_section(training: dict, work: Path) -> Section:
     panels = {
         metric: {
-            f"{split} {metric}": read_curve(CURVES / split / f"{metric}.tsv")
+            f"{split} {metric}": read_curve(curve_file(split, metric))
             for split in ("train", "val")
-            if (CURVES / split / f"{metric}.tsv").exists()
+            if curve_file(split, metric).exists()
         }
         for metric in ("accuracy", "loss")
     }
@@ -206,19 +171,15 @@ def training_section(training: dict, work: Path) -> Section:
 
 def evaluation_section(evaluation: dict, class_names: list[str]) -> Section:
     blocks = [Table(["test metric", "value"], [[k, cell(v)] for k, v in evaluation.items()])]
-    per_class = EVALUATE_PLOTS / "per_class_accuracy.csv"
-    if per_class.exists():
-        with open(per_class, newline="") as f:
+    if PER_CLASS_CSV.exists():
+        with open(PER_CLASS_CSV, newline="") as f:
             worst = sorted(csv.DictReader(f), key=lambda r: float(r["accuracy"]))[:5]
         blocks.append(
             Text("Hardest classes: " + "; ".join(f"{r['class']} ({float(r['accuracy']):.0%})" for r in worst) + ".")
         )
-    blocks.append(
-        Figure(EVALUATE_PLOTS / "per_class_accuracy.png", "Per-class test accuracy", "evaluate_per_class_accuracy.png")
-    )
-    confusion = EVALUATE_PLOTS / "confusion.csv"
-    if confusion.exists():
-        with open(confusion, newline="") as f:
+    blocks.append(Figure(PER_CLASS_FIGURE, "Per-class test accuracy", f"evaluate_{PER_CLASS_FIGURE.name}"))
+    if CONFUSION_CSV.exists():
+        with open(CONFUSION_CSV, newline="") as f:
             pairs = Counter(
                 (int(r["actual"]), int(r["predicted"])) for r in csv.DictReader(f) if r["actual"] != r["predicted"]
             )
@@ -233,67 +194,46 @@ def evaluation_section(evaluation: dict, class_names: list[str]) -> Section:
                 )
             )
     blocks += [
-        Figure(
-            EVALUATE_PLOTS / "confusion_matrix.png", "Confusion matrix on the test set", "evaluate_confusion_matrix.png"
-        ),
-        Figure(EVALUATE_PLOTS / "worst_errors.png", "The most confident errors", "evaluate_worst_errors.png"),
+        Figure(CONFUSION_FIGURE, "Confusion matrix on the test set", f"evaluate_{CONFUSION_FIGURE.name}"),
+        Figure(ERRORS_FIGURE, "The most confident errors", f"evaluate_{ERRORS_FIGURE.name}"),
     ]
     return Section("Test set", blocks)
 
 
 def network_sections(params: Params, work: Path) -> list[Section]:
     """Feature maps of each conv layer for `report.images` test images, and the first-layer kernels."""
-    from trafficsigns.explain import features
-    from trafficsigns.modeling.models import load_model
+    from trafficsigns.explain.features import network_views  # TensorFlow, which `compare` does without
 
     title = "What the network sees"
-    model = load_model(BEST_MODEL)
-    convs = features.conv_layers(model)
-    if not convs:
+    expected = expected_meta(params.data.source, params.prepare)
+    views = network_views(BEST_MODEL, DATASET, expected, params.report.images, work)
+    if not views.convs:
         return [
             Section(
                 title,
                 [
                     Text(
-                        f"Model `{model.name}` has no convolution layer: it sees the image as one "
+                        f"Model `{views.model}` has no convolution layer: it sees the image as one "
                         "flat vector of pixels, so there are no kernels or feature maps to show."
                     )
                 ],
             )
         ]
-    ds = read_dataset(DATASET, splits=("test",), expected=expected_meta(params.data.source, params.prepare))
-    x, y = ds.x["test"], ds.y["test"]
-    chosen = features.pick_images(y, params.report.images)
+    first = views.convs[0]
     blocks = [
         Text(
-            f"`{model.name}` has {len(convs)} convolution layers: "
-            + ", ".join(f"`{c.name}` ({c.filters} kernels {c.kernel_size[0]}×{c.kernel_size[1]})" for c in convs)
+            f"`{views.model}` has {len(views.convs)} convolution layers: "
+            + ", ".join(f"`{c.name}` ({c.filters} kernels {c.kernel[0]}×{c.kernel[1]})" for c in views.convs)
             + ". Early layers respond to edges and colour blobs; deeper ones see coarser, more abstract "
             "patterns at a lower resolution."
         )
     ]
-    if len(x):
-        first = int(chosen[0]) if len(chosen) else 0
-        caption = f"test image #{first}: {ds.class_names[y[first]]}"
-        blocks.append(
-            Figure(
-                features.kernels_figure(model, x[first], caption, work / "first_layer_kernels.png"),
-                f"The {convs[0].filters} kernels of the first layer `{convs[0].name}`",
-            )
-        )
-    if len(chosen):
-        probs = model.predict(x[chosen], verbose=0)
-        maps = features.feature_maps(model, x[chosen])
-        for n, i in enumerate(chosen):
-            pred = int(probs[n].argmax())
-            caption = (
-                f"test image #{i}, true: {ds.class_names[y[i]]}\n"
-                f"predicted: {ds.class_names[pred]} (p = {probs[n, pred]:.2f})"
-            )
-            path = features.feature_maps_figure(
-                x[i], caption, [(name, m[n]) for name, m in maps], work / f"feature_maps_{n + 1}.png"
-            )
-            blocks.append(Figure(path, f"Each convolution layer's most active feature maps for test image #{i}"))
+    if views.kernels is not None:
+        blocks.append(Figure(views.kernels, f"The {first.filters} kernels of the first layer `{first.name}`"))
+    blocks += [
+        Figure(path, f"Each convolution layer's most active feature maps for test image #{i}")
+        for i, path in views.feature_maps
+    ]
     return [Section(title, blocks)]
 
 
@@ -324,8 +264,8 @@ def ensemble_sections() -> list[Section]:
 
 def demystify_section() -> Section:
     # its first-layer kernels figure is the one "What the network sees" already shows
-    figures = sorted(p for p in DEMYSTIFY_PLOTS.glob("*.png") if p.stem != "2_first_layer_kernels")
-    if not figures:
+    shown = sorted(p for p in DEMYSTIFY_PLOTS.glob("*.png") if p.name != demystify.KERNELS_PNG)
+    if not shown:
         return Section(
             "Opening the box",
             [
@@ -339,5 +279,5 @@ def demystify_section() -> Section:
     return Section(
         "Opening the box",
         [Text(f"The `demystify` figures from `{DEMYSTIFY_PLOTS}/` (NumPy, no Keras):")]
-        + [Figure(p, DEMYSTIFY_CAPTIONS.get(p.stem, p.stem), f"demystify_{p.name}") for p in figures],
+        + [Figure(p, DEMYSTIFY_CAPTIONS.get(p.name, p.stem), f"demystify_{p.name}") for p in shown],
     )
