@@ -249,7 +249,7 @@ def augment_split(
     with pool, dataset_writer(path) as writer:
         # an augmented image keeps its source's track: still the same physical sign
         tracks = ds.tracks["train"][plan.source] if "train" in ds.tracks else None
-        writer.add_split("train", (total,) + x.shape[1:], plan.label, tracks, head=x)
+        writer.add_split("train", (total,) + x.shape[1:], plan.label, tracks, head=x, stream=True)
         writer.write_header(ds.class_names, meta)
         with tqdm(total=total - n, desc="augment", unit="img", disable=None) as bar:
             for start, block in _augmented_blocks(pool, 2 * workers, x, plan, n, Ranges.of(params), params.seed, chunk):

@@ -44,13 +44,15 @@ class Dataset:
 class DatasetWriter:
     """The one writer of the format: `x_<split>` created at its final shape and chunking, then filled.
 
-    `add_split` writes a split's labels and track ids with its first images; `write` fills the rest,
-    block by block, so a large split never has to be in memory; `write_header` stores the class names
-    and the meta. Files are written in the order of the calls, which fixes their bytes.
+    `add_split` writes a split's images (or the first ones, if it is streamed) with its labels and track
+    ids; `write` fills a streamed split block by block, so it never has to be in memory whole;
+    `write_header` stores the class names and the meta. The file's bytes follow the order of the calls
+    (HDF5 allocates space as data comes, and a streamed split's last chunk when the file closes).
     """
 
     def __init__(self, f: h5py.File):
         self._file = f
+        self._streams: dict[str, h5py.Dataset] = {}
 
     def add_split(
         self,
@@ -59,19 +61,29 @@ class DatasetWriter:
         y: np.ndarray,
         tracks: np.ndarray | None = None,
         head: np.ndarray | None = None,
+        stream: bool = False,
     ) -> None:
         """Create `x_<split>` of `shape` (float32, chunks of whole images), write `head` as its first
-        images, then `y` and `tracks` (one per image)."""
-        self._file.create_dataset(f"x_{split}", shape=shape, dtype=np.float32, chunks=image_chunks(shape))
+        images, then `y` and `tracks` (one per image).
+
+        Without `stream`, `head` is the whole split, closed at once. With it, `write` adds the rest, and
+        the split stays open (its chunk cache with it) until the file closes.
+        """
+        x = self._file.create_dataset(f"x_{split}", shape=shape, dtype=np.float32, chunks=image_chunks(shape))
         if head is not None and len(head):
-            self.write(split, 0, head)
+            x[: len(head)] = head
+        if stream:
+            self._streams[split] = x
+        elif head is None or len(head) != shape[0]:
+            raise ValueError(f"x_{split}: {0 if head is None else len(head)} images for {shape[0]}; stream the rest")
+        del x  # a split written whole is closed here, its last chunk flushed before the labels
         self._file.create_dataset(f"y_{split}", data=y.astype(np.int16))
         if tracks is not None:
             self._file.create_dataset(f"track_{split}", data=tracks.astype(np.int64))
 
     def write(self, split: str, start: int, images: np.ndarray) -> None:
-        """Images `start`.. of `x_<split>`."""
-        self._file[f"x_{split}"][start : start + len(images)] = images
+        """Images `start`.. of `x_<split>`, a split that `add_split` streams."""
+        self._streams[split][start : start + len(images)] = images
 
     def write_header(self, class_names: list[str], meta: dict) -> None:
         self._file.create_dataset("class_names", data=np.array(class_names, dtype=h5py.string_dtype()))
