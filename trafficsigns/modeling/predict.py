@@ -81,7 +81,7 @@ def load_images(files: list[Path], size: int, mode: str, roi: Roi | None):
 
 
 def predict_files(
-    model_path: str | Path, paths: Iterable[str | Path], *, top_k: int, batch_size: int, roi: Roi | None = None
+    model_path: str | Path, paths: Iterable[str | Path], top_k: int = 3, batch_size: int = 256, roi: Roi | None = None
 ) -> tuple[list[dict], list[tuple[str, str]]]:
     """Predict every image in `paths` (files or folders); returns (results, skipped).
 
