@@ -1,5 +1,7 @@
 """params.yaml, validated: one typed model per section, unknown keys and bad values refused up front.
 
+No field has a default: params.yaml is the one place that sets them, so a missing key is an error, named.
+
 Config flows one way: stages call `load_params()` once and pass the typed sections down to library code.
 """
 

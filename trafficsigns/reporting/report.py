@@ -181,12 +181,14 @@ def params_section(params: Params) -> Section:
             for k in [*values, *(k for k in committed if k not in values)]
             if values.get(k, ...) != committed.get(k, ...)
         ]
-        blocks = [
-            Text(f"Parameters that differ from `params.yaml` as committed at git HEAD, commit `{commit}`:"),
-            Table(["parameter", "value", column], changed),
-        ]
-        if not changed:
-            blocks = [Text(f"All parameters as committed in `params.yaml` at git HEAD, commit `{commit}`.")]
+        blocks = (
+            [
+                Text(f"Parameters that differ from `params.yaml` as committed at git HEAD, commit `{commit}`:"),
+                Table(["parameter", "value", column], changed),
+            ]
+            if changed
+            else [Text(f"All parameters as committed in `params.yaml` at git HEAD, commit `{commit}`.")]
+        )
     blocks += [
         Text("All of `params.yaml`, as validated:"),
         Code(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)),
