@@ -27,7 +27,7 @@ import h5py
 import yaml
 
 from bench import baselines
-from trafficsigns.core.config import parse_params
+from trafficsigns.core.config import load_params
 from trafficsigns.core.paths import DATASET, RAW_DIR
 from trafficsigns.data.archives import read_test_split, read_train_split
 from trafficsigns.data.h5store import CHUNK_IMAGES, image_chunks, read_dataset
@@ -58,7 +58,7 @@ TRAIN = (("v1", 24, "L"), ("v2", 48, "RGB"))
 # (warm-up steps, timed steps) per model; rounds alternate ours and baseline, the best of each is kept
 STEPS = {"full": {"v1": (5, 100), "v2": (3, 30)}, "tiny": {"v1": (1, 2), "v2": (1, 2)}}
 ROUNDS = {"full": 2, "tiny": 1}
-DEFAULT_EPOCHS = 5  # params.yaml's train.epochs: what re-running the notebooks end to end costs
+DEFAULT_EPOCHS = load_params(ROOT / "params.yaml").train.epochs  # what re-running the notebooks end to end costs
 # the committed pipeline, shrunk for --scale tiny (a no-op's cost does not depend on the data's size)
 TINY_PIPELINE = {
     "data": {"synthetic": {"train_tracks_per_class": 2, "test_tracks_per_class": 1, "frames_per_track": 3}},
@@ -88,7 +88,8 @@ def prepare_ours(raw: Path, project: Path, size: int, mode: str) -> float:
     """The real `prepare` stage (archives -> HDF5 + data plots) in a scratch project; its seconds."""
     (project / RAW_DIR).parent.mkdir(parents=True)
     (project / RAW_DIR).symlink_to(raw.resolve())
-    params = parse_params({"prepare": {"size": size, "mode": mode}})
+    committed = load_params(ROOT / "params.yaml")
+    params = committed.model_copy(update={"prepare": committed.prepare.model_copy(update={"size": size, "mode": mode})})
     with contextlib.chdir(project):
         seconds, _ = timed(prepare.main, params)
     return seconds

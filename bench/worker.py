@@ -15,12 +15,14 @@ import keras
 
 import trafficsigns  # noqa: F401  (sets TensorFlow's environment before it loads)
 from bench import baselines
-from trafficsigns.core.config import EvaluateParams, ModelParams, TrainParams
+from trafficsigns.core.config import ModelParams, TrainParams, load_params
 from trafficsigns.data.classes import NUM_GTSRB_CLASSES
 from trafficsigns.data.h5store import read_dataset
 from trafficsigns.modeling.models import build_model
 from trafficsigns.modeling.training import _new_model, as_batches, make_deterministic
 
+# The committed params.yaml's settings (train.*, evaluate.batch_size, each model's widths): what `dvc repro` runs.
+PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
 VALIDATION_STEPS = 2  # the validation data is set up (its memory counted) but barely run: not timed anyway
 
 
@@ -41,6 +43,11 @@ def _rate(clock: StepClock, warmup: int, batch_size: int) -> float:
     return (len(ends) - 1) * batch_size / (ends[-1] - ends[0])
 
 
+def model_params(name: str) -> ModelParams:
+    """params.yaml's model section with `name` chosen: that model with its own committed widths."""
+    return PARAMS.model.model_copy(update={"name": name})
+
+
 # train.* options timed after the default, in the same process: jit_compile last, as it turns op determinism off
 OPTIONS = ("mixed_precision", "jit_compile")
 
@@ -49,7 +56,7 @@ def _fit_ours(ds, model: str, params: TrainParams, warmup: int, steps: int) -> f
     """What trafficsigns/stages/train.py does, for a fixed number of steps: images/s."""
     clock = StepClock()
     make_deterministic(params.seed, params.jit_compile)
-    net = _new_model(ds, ModelParams(name=model), params)
+    net = _new_model(ds, model_params(model), params)
     net.fit(
         as_batches(ds.x["train"], ds.y["train"], params.batch_size, shuffle_seed=params.seed),
         validation_data=as_batches(ds.x["val"], ds.y["val"], params.batch_size),
@@ -65,7 +72,7 @@ def _fit_ours(ds, model: str, params: TrainParams, warmup: int, steps: int) -> f
 
 def train(impl: str, dataset: str, model: str, warmup: int, steps: int, options: bool = False) -> dict:
     """images/s and peak RSS of the default settings; with `options`, images/s with each of OPTIONS on."""
-    params = TrainParams()
+    params = PARAMS.train
     if impl == "ours":
         ds = read_dataset(dataset, splits=("train", "val"))
         result = {"images_per_s": _fit_ours(ds, model, params, warmup, steps), "peak_rss_mib": peak_rss_mib()}
@@ -78,7 +85,7 @@ def train(impl: str, dataset: str, model: str, warmup: int, steps: int, options:
     clock = StepClock()
     x_train, y_train, x_test, y_test = baselines.read_h5_dataset(dataset)
     keras.utils.set_random_seed(params.seed)
-    net = baselines.compile_model(build_model(ModelParams(name=model), x_train.shape[1:], NUM_GTSRB_CLASSES))
+    net = baselines.compile_model(build_model(model_params(model), x_train.shape[1:], NUM_GTSRB_CLASSES))
     baselines.fit(
         net,
         x_train,
@@ -96,11 +103,11 @@ def predict(impl: str, dataset: str, model: str) -> dict:
     """The evaluate stage's prediction (evaluate.batch_size) vs the notebook's `model.predict(x_test)`."""
     if impl == "ours":
         x = read_dataset(dataset, splits=("test",)).x["test"]
-        batch_size = EvaluateParams().batch_size
+        batch_size = PARAMS.evaluate.batch_size
     else:
         x = baselines.read_h5_dataset(dataset)[2]
         batch_size = None  # Keras' default, as the notebook calls it
-    net = build_model(ModelParams(name=model), x.shape[1:], NUM_GTSRB_CLASSES)
+    net = build_model(model_params(model), x.shape[1:], NUM_GTSRB_CLASSES)
     net.predict(x[:512], batch_size=batch_size, verbose=0)  # traces the predict function
     started = time.perf_counter()
     net.predict(x, batch_size=batch_size, verbose=0)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import make_project, run_stages, tiny_params
 from trafficsigns.data.synthetic import write_synthetic_gtsrb
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -41,23 +40,9 @@ def rewrite_member(archive: Path, member: str, transform) -> None:
             zf.writestr(info, data)
 
 
-TINY_PARAMS = {
-    "prepare": {"size": 24, "mode": "L"},
-    "model": {"name": "mnist_cnn"},
-    "train": {"epochs": 2, "batch_size": 32},
-}
-
-
 @pytest.fixture(scope="session")
 def tiny_dataset(tiny_raw_master, tmp_path_factory) -> Path:
     """The tiny archives through the real `prepare` stage: a dataset.h5 at 24 px L."""
-    import contextlib
-
-    from trafficsigns.core.config import parse_params
-    from trafficsigns.stages import prepare
-
-    project = tmp_path_factory.mktemp("project")
-    shutil.copytree(tiny_raw_master, project / "data" / "raw")
-    with contextlib.chdir(project):
-        prepare.main(parse_params(TINY_PARAMS))
+    project = make_project(tmp_path_factory.mktemp("project"), raw=tiny_raw_master)
+    run_stages(project, tiny_params(), "prepare")
     return project / "data" / "prepared" / "dataset.h5"

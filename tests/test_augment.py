@@ -2,7 +2,6 @@
 
 import contextlib
 import functools
-import shutil
 
 import h5py
 import numpy as np
@@ -10,8 +9,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from tests.conftest import TINY_PARAMS
-from trafficsigns.core.config import AugmentParams, parse_params
+from tests.helpers import NO_AUGMENT, make_params, make_project, tiny_params
+from trafficsigns.core.config import AugmentParams
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.core.fsutil import md5sum
 from trafficsigns.core.paths import AUGMENT_PLOTS, AUGMENTED, DATASET
@@ -57,8 +56,13 @@ def toy(n_per_class=(5, 1, 3), size: int = 12, seed: int = 0, names=None) -> Dat
     )
 
 
+def augment_params(**params) -> AugmentParams:
+    """The committed augment section with every transform off (NO_AUGMENT), then `params`."""
+    return make_params({"augment": {**NO_AUGMENT, **params}}).augment
+
+
 def run(ds: Dataset, tmp_path, name="out.h5", workers=1, **params) -> Dataset:
-    augment_split(ds, tmp_path / name, AugmentParams(**params), workers=workers)
+    augment_split(ds, tmp_path / name, augment_params(**params), workers=workers)
     return read_dataset(tmp_path / name, splits=("train",))
 
 
@@ -165,7 +169,7 @@ def test_values_stay_in_range_and_float32(tmp_path):
 
 def test_deterministic_for_a_seed_whatever_the_workers_and_chunks(tmp_path):
     ds = toy((40, 7, 25))
-    params = AugmentParams(copies=2, flip=True, balance=60, seed=3, **ALL_ON)
+    params = augment_params(copies=2, flip=True, balance=60, seed=3, **ALL_ON)
     outputs = []
     for name, workers, chunk in (("a.h5", 1, 256), ("b.h5", 2, 7), ("c.h5", 2, 256)):
         augment_split(ds, tmp_path / name, params, workers=workers, chunk=chunk)
@@ -214,14 +218,14 @@ def test_balance_raises_rare_classes_with_augmented_images(tmp_path):
     assert counts[3:].sum() == 0  # classes without an image cannot be raised
     extras = out.x["train"][2 * 14 :]
     assert len(extras) == 10 + 6 and out.meta["augment"]["counts"]["balance"] == 16
-    sources = make_plan(ds.y["train"], ds.class_names, AugmentParams(copies=1, balance=12, rotation=10)).source[28:]
+    sources = make_plan(ds.y["train"], ds.class_names, augment_params(copies=1, balance=12, rotation=10)).source[28:]
     assert not any(np.array_equal(e, ds.x["train"][s]) for e, s in zip(extras, sources))  # not plain duplicates
     assert len({e.tobytes() for e in extras}) == len(extras)
 
 
 def test_balance_extras_keep_their_class_under_flips():
     y = np.array([38] * 2 + [19] * 1)
-    plan = make_plan(y, list(GTSRB_CLASS_NAMES), AugmentParams(copies=2, flip=True, balance=50))
+    plan = make_plan(y, list(GTSRB_CLASS_NAMES), augment_params(copies=2, flip=True, balance=50))
     counts = np.bincount(plan.label, minlength=NUM_GTSRB_CLASSES)
     assert counts[38] >= 50 and counts[19] >= 50
     extra = plan.copy > 2
@@ -245,12 +249,12 @@ def test_balance_extras_keep_their_class_under_flips():
 )
 def test_bad_augment_params_are_refused(raw, expected):
     with pytest.raises(PipelineError, match="invalid params") as err:
-        parse_params({"augment": raw})
+        augment_params(**raw)
     assert expected in str(err.value)
 
 
 def test_fidle_preset_sets_the_geometry():
-    params = parse_params({"augment": {"preset": "fidle", "copies": 1, "noise": 0.01}}).augment
+    params = augment_params(preset="fidle", copies=1, noise=0.01)
     assert Ranges.of(params) == Ranges(rotation=10, shift=0.1, zoom=0.2, shear=0.1, noise=0.01)
 
 
@@ -269,7 +273,7 @@ def _broken_chunk(*args, **kwargs):
 def test_a_failure_mid_write_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.setattr(augment, "_augment_chunk", _broken_chunk)
     with pytest.raises(PipelineError, match="worker failed"):
-        augment_split(toy(), tmp_path / "out.h5", AugmentParams(copies=1, rotation=5), workers=1)
+        augment_split(toy(), tmp_path / "out.h5", augment_params(copies=1, rotation=5), workers=1)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -277,10 +281,8 @@ def test_a_failure_mid_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_stage_on_the_tiny_dataset(tiny_dataset, tmp_path):
-    project = tmp_path / "project"
-    shutil.copytree(tiny_dataset.parents[2], project)
-    raw = {**TINY_PARAMS, "augment": {"preset": "fidle", "copies": 1, "flip": True, "noise": 0.02}}
-    params = parse_params(raw)
+    project = make_project(tmp_path / "project", prepared=tiny_dataset)
+    params = tiny_params({"augment": {**NO_AUGMENT, "preset": "fidle", "copies": 1, "flip": True, "noise": 0.02}})
     with contextlib.chdir(project):
         before = md5sum(DATASET)
         stage.main(params, workers=2)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from skimage import exposure
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_as_batches_gives_the_batches_from_tensor_slices_gave():
@@ -22,10 +22,10 @@ def test_as_batches_gives_the_batches_from_tensor_slices_gave():
     x = rng.random((203, 6, 6, 3), dtype=np.float32)
     for y in (rng.integers(0, 43, 203), np.eye(43, dtype=np.float32)[rng.integers(0, 43, 203)]):
         for seed in (0, 7, None):
-            make_deterministic(0)
+            make_deterministic(0, jit_compile=False)
             old = tf.data.Dataset.from_tensor_slices((x, y))
             old = (old.shuffle(len(x), seed=seed, reshuffle_each_iteration=True) if seed is not None else old).batch(64)
-            make_deterministic(0)
+            make_deterministic(0, jit_compile=False)
             new = as_batches(x, y, 64, shuffle_seed=seed)
             assert new.element_spec == old.element_spec
             for _ in range(2):  # Keras starts a new iterator every epoch

@@ -12,7 +12,8 @@ import time
 import pytest
 import yaml
 
-from tests.test_pipeline import TINY, copy_repo, sh
+from tests.helpers import copy_repo, sh, write_params
+from tests.test_pipeline import TINY
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.experiments.compare import experiments, table, write_comparison
 from trafficsigns.experiments.grid import check_grid, combinations, hydra_value, read_grid, set_args, workers_alive
@@ -39,7 +40,8 @@ def test_grid_file_expands_and_typos_stop_before_queueing(tmp_path):
         "'a,b'",
         "/data/gtsrb-35px",
     ]
-    (tmp_path / "params.yaml").write_text("model:\n  name: v1\n")
+    write_params(tmp_path, {"model": {"name": "v1"}})
+    check_grid({"model.name": ["v1", "v2", "v3"], "model.v2.filters": [32, 64]}, tmp_path / "params.yaml")
     with pytest.raises(PipelineError, match=r"unknown key 'model.nme'"):
         check_grid({"model.nme": ["v1"]}, tmp_path / "params.yaml")
     with pytest.raises(PipelineError, match=r"'prepare.size'.*given: 2"):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.core.fsutil import md5sum
 from trafficsigns.data.download import fetch, fetch_all
@@ -130,7 +130,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("slash", ["", "/"])
 def test_fetch_all_downloads_and_verifies(server, tmp_path, slash):
-    paths = fetch_all(MD5, tmp_path, base_url=server.url + slash, **FAST)
+    paths = fetch_all(MD5, tmp_path, mirror="", base_url=server.url + slash, verify=True, **FAST)
     assert paths == [tmp_path / name for name in FILES]
     assert {p.name: p.read_bytes() for p in paths} == FILES
     assert _leftovers(tmp_path) == []
@@ -251,11 +251,13 @@ def test_local_mirror(tmp_path, as_uri):
     for name, data in FILES.items():
         (mirror / name).write_bytes(data)
     out = tmp_path / "out"
-    fetch_all(MD5, out, mirror=mirror.as_uri() if as_uri else str(mirror), base_url="http://127.0.0.1:9/")
+    fetch_all(MD5, out, mirror=mirror.as_uri() if as_uri else str(mirror), base_url="http://127.0.0.1:9/", verify=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == FILES
 
     with pytest.raises(PipelineError, match="absent.zip"):
-        fetch_all({"absent.zip": "0" * 32}, out, mirror=mirror.as_uri() if as_uri else str(mirror), base_url="")
+        fetch_all(
+            {"absent.zip": "0" * 32}, out, mirror=mirror.as_uri() if as_uri else str(mirror), base_url="", verify=True
+        )
     assert not (out / "absent.zip").exists()
 
 
@@ -283,7 +285,7 @@ def test_existing_corrupt_file_is_replaced(server, tmp_path):
 
 def test_verify_false_accepts_other_content(server, tmp_path):
     server.files[BIG] = b"a mirror's own build of the archive"
-    [path] = fetch_all({BIG: MD5[BIG]}, tmp_path, base_url=server.url, verify=False, **FAST)
+    [path] = fetch_all({BIG: MD5[BIG]}, tmp_path, mirror="", base_url=server.url, verify=False, **FAST)
     assert path.read_bytes() == b"a mirror's own build of the archive"
 
 

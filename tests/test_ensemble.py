@@ -8,8 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_PARAMS
-from trafficsigns.core.config import parse_params
+from tests.helpers import make_project, tiny_params
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.data.h5store import read_dataset
 from trafficsigns.modeling.ensemble import PREPROCESSING, committee_probabilities, committee_scores
@@ -57,7 +56,7 @@ def _tiny_model(ds, seed: int, path, **preprocessing):
 @pytest.fixture
 def project(tiny_dataset, tmp_path):
     """A project with the tiny dataset, two untrained members and models/best.keras (= member 1)."""
-    shutil.copytree(tiny_dataset.parent, tmp_path / "data" / "prepared")
+    make_project(tmp_path, prepared=tiny_dataset)
     ds = read_dataset(tiny_dataset, splits=("test",))
     members = [_tiny_model(ds, seed, tmp_path / f"m{seed}.keras") for seed in (1, 2)]
     (tmp_path / "models").mkdir()
@@ -72,10 +71,10 @@ def test_evaluate_writes_each_member_and_the_committee(project):
     x, y = ds.x["test"], ds.y["test"]
     probs = [m.predict(x, verbose=0) for m in members]
     with contextlib.chdir(root):
-        evaluate.main(parse_params(TINY_PARAMS))
+        evaluate.main(tiny_params())
         alone = (root / "metrics" / "evaluate.json").read_text()
         assert json.loads((root / "metrics" / "ensemble.json").read_text()) == {"enabled": False}
-        evaluate.main(parse_params({**TINY_PARAMS, "evaluate": {"ensemble": ["m1.keras", "m2.keras"]}}))
+        evaluate.main(tiny_params({"evaluate": {"ensemble": ["m1.keras", "m2.keras"]}}))
         scores = json.loads((root / "metrics" / "ensemble.json").read_text())
         assert (root / "metrics" / "evaluate.json").read_text() == alone, "a committee must not change evaluate.json"
     for name, p in zip(("m1.keras", "m2.keras"), probs):
@@ -91,6 +90,6 @@ def test_a_member_prepared_otherwise_or_missing_is_refused(project):
     _tiny_model(ds, 3, root / "rgb.keras", mode="RGB")
     with contextlib.chdir(root):
         with pytest.raises(PipelineError, match="rgb.keras was trained on .*'RGB'.* must share the prepared data"):
-            evaluate.main(parse_params({**TINY_PARAMS, "evaluate": {"ensemble": ["m1.keras", "rgb.keras"]}}))
+            evaluate.main(tiny_params({"evaluate": {"ensemble": ["m1.keras", "rgb.keras"]}}))
         with pytest.raises(PipelineError, match="model file gone.keras not found"):
-            evaluate.main(parse_params({**TINY_PARAMS, "evaluate": {"ensemble": ["m1.keras", "gone.keras"]}}))
+            evaluate.main(tiny_params({"evaluate": {"ensemble": ["m1.keras", "gone.keras"]}}))

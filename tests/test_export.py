@@ -1,6 +1,5 @@
 """Exports of a trained model: SavedModel and TFLite float32 agree with Keras; int8 costs under a point."""
 
-import contextlib
 import json
 
 import h5py
@@ -8,8 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_PARAMS
-from trafficsigns.core.config import parse_params
+from tests.helpers import QUICK_TRAINING, run_stages, tiny_params
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.data.h5store import read_dataset
 from trafficsigns.modeling.export import (
@@ -23,13 +21,14 @@ from trafficsigns.modeling.export import (
 )
 from trafficsigns.modeling.models import METADATA_MEMBER, read_model_metadata
 
+PARAMS = tiny_params(QUICK_TRAINING)  # light dropout trains the small CNN well in 12 epochs
+
 
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory):
     """(model, dataset, export folder) from the real stages, on synthetic data big enough that one
     point of test accuracy is ~10 images; light dropout trains the small CNN well in 12 epochs."""
     from trafficsigns.data.synthetic import write_synthetic_gtsrb
-    from trafficsigns.stages import augment, prepare, train
 
     project = tmp_path_factory.mktemp("export")
     write_synthetic_gtsrb(
@@ -40,23 +39,13 @@ def paths(tmp_path_factory):
         frames_per_track=8,
         workers=1,
     )
-    params = parse_params(
-        {
-            **TINY_PARAMS,
-            "model": {"name": "mnist_cnn", "dropout": 0.1, "conv_dropout": 0.0},
-            "train": {**TINY_PARAMS["train"], "epochs": 12, "learning_rate": 0.005},
-        }
-    )
-    with contextlib.chdir(project):
-        prepare.main(params)
-        augment.main(params)
-        train.main(params)
+    run_stages(project, PARAMS, "prepare", "augment", "train")
     return project / "models" / "best.keras", project / "data" / "prepared" / "dataset.h5", project / "export"
 
 
 @pytest.fixture(scope="module")
 def exports(paths):
-    return export_all(*paths, representative_count=500)
+    return export_all(*paths, representative_count=PARAMS.export.representative_count)
 
 
 def test_export_all_writes_every_format_and_the_metadata(paths, exports):
@@ -104,7 +93,7 @@ def test_dataset_prepared_otherwise_is_refused(paths, tmp_path):
     with h5py.File(other, "a") as f:
         f["meta"].attrs["mode"] = json.dumps("L-HE")
     with pytest.raises(PipelineError, match="mode: file has 'L-HE'"):
-        evaluate_exports(model, paths[2], other)
+        evaluate_exports(model, paths[2], other, batch_size=PARAMS.evaluate.batch_size)
 
 
 def test_a_failed_export_leaves_the_previous_one_and_no_temporary(tmp_path, monkeypatch):

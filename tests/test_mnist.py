@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from tests.test_pipeline import TINY, copy_repo, sh
-from trafficsigns.core.config import parse_params
+from tests.helpers import copy_repo, make_params, sh
+from tests.test_pipeline import TINY
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.data.dataset import read_mnist
 from trafficsigns.data.download import fetch_all
@@ -27,7 +27,7 @@ def mirror(tmp_path_factory):
 
 def test_download_verifies_sha256_of_the_official_file(mirror, tmp_path):
     with pytest.raises(PipelineError, match=r"expected sha256 731c5ac6.*, got [0-9a-f]{64}"):
-        fetch_all(MNIST.files, tmp_path, mirror=str(mirror), base_url=MNIST.base_url)
+        fetch_all(MNIST.files, tmp_path, mirror=str(mirror), base_url=MNIST.base_url, verify=True)
     assert fetch_all(MNIST.files, tmp_path, mirror=str(mirror), base_url=MNIST.base_url, verify=False)
 
 
@@ -37,7 +37,7 @@ def test_prepare_writes_the_same_hdf5_layout(mirror, tmp_path):
     (tmp_path / "data" / "raw").mkdir(parents=True)
     (tmp_path / "data" / "raw" / "mnist.npz").write_bytes((mirror / "mnist.npz").read_bytes())
     with contextlib.chdir(tmp_path):
-        prepare.main(parse_params({"data": {"source": "mnist"}, "prepare": {"val_fraction": 0.1}}))
+        prepare.main(make_params({"data": {"source": "mnist"}, "prepare": {"val_fraction": 0.1}}))
     ds = read_dataset(tmp_path / "data" / "prepared" / "dataset.h5")
     assert ds.x["train"].shape[1:] == (28, 28, 1) and ds.x["train"].dtype == np.float32
     assert (len(ds.y["train"]), len(ds.y["val"]), len(ds.y["test"])) == (540, 60, 200)

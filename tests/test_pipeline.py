@@ -3,16 +3,12 @@
 import csv
 import io
 import json
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT, copy_repo, sh
 
 pytestmark = pytest.mark.slow
 
@@ -24,36 +20,6 @@ TINY = {
 }
 # Timing figures vary run to run; everything else in the metrics must be reproduced exactly.
 TIMING_KEYS = {"epoch_seconds", "images_per_second", "train_seconds"}
-
-
-def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
-    if check and result.returncode:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def copy_repo(dest: Path, params: dict | None = None) -> Path:
-    """The repo's files as git sees them (tracked + new, not ignored), committed in a fresh git repo."""
-    files = sh(ROOT, "git", "ls-files", "--cached", "--others", "--exclude-standard", "-z").stdout.split("\0")
-    for name in filter(None, files):
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    if params is not None:
-        merged = yaml.safe_load((ROOT / "params.yaml").read_text())
-        for section, values in params.items():
-            for key, value in values.items():
-                if isinstance(value, dict):
-                    merged[section][key].update(value)
-                else:
-                    merged[section][key] = value
-        (dest / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
-    sh(dest, "git", "init", "-q")
-    sh(dest, "git", "add", "-A")
-    sh(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
-    return dest
 
 
 def test_tiny_pipeline_through_dvc(tmp_path):
@@ -80,7 +46,7 @@ def test_tiny_pipeline_through_dvc(tmp_path):
         "-S",
         "train.epochs=1",
         "-S",
-        "model.filters=4",
+        "model.mnist_cnn.filters=4",
         "-S",
         "export.enabled=true",
         "-S",
@@ -88,7 +54,7 @@ def test_tiny_pipeline_through_dvc(tmp_path):
     )
     assert any((repo / "logs" / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard logs"
     rows = list(csv.DictReader(io.StringIO(sh(repo, "dvc", "exp", "show", "--csv").stdout)))
-    assert any(row.get("model.filters") == "4" and row.get("accuracy") for row in rows), rows
+    assert any(row.get("model.mnist_cnn.filters") == "4" and row.get("accuracy") for row in rows), rows
     exports = json.loads((repo / "metrics" / "export.json").read_text())
     assert {"keras", "saved_model", "tflite_float32", "tflite_int8"} <= set(exports)
     assert exports["tflite_int8"]["bytes"] < exports["tflite_float32"]["bytes"]
@@ -99,6 +65,12 @@ def test_tiny_pipeline_through_dvc(tmp_path):
     partial = sh(repo, "dvc", "repro")
     assert "Running stage 'download'" not in partial.stdout and "Running stage 'prepare'" not in partial.stdout
     assert "Running stage 'train'" in partial.stdout and "Running stage 'evaluate'" in partial.stdout
+
+    # Another model's widths are no dependency of train (dvc.yaml: model.${model.name}); the report lists them.
+    params["model"]["v1"]["filters"] = 48
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    other_model = sh(repo, "dvc", "repro")
+    assert "Running stage 'train'" not in other_model.stdout and "Running stage 'report'" in other_model.stdout
 
     plots = sh(repo, "dvc", "plots", "show", "--json")
     assert "confusion" in plots.stdout or "plots/evaluate/confusion.csv" in plots.stdout

@@ -1,6 +1,5 @@
 """`python -m trafficsigns predict` on pictures a user would have: the sign cut out of a photo, as files."""
 
-import contextlib
 import io
 import json
 import os
@@ -15,9 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT, TINY_PARAMS
+from tests.helpers import QUICK_TRAINING, ROOT, make_project, run_stages, tiny_params
 from trafficsigns.cli import main
-from trafficsigns.core.config import parse_params
 from trafficsigns.core.shell import EXIT_ERROR, EXIT_SKIPPED
 from trafficsigns.data.archives import read_test_split
 from trafficsigns.data.classes import GTSRB_CLASS_NAMES
@@ -31,12 +29,8 @@ SETTINGS = {
     "32px-RGB": {"size": 32, "mode": "RGB"},
 }
 
-# Light dropout, 12 epochs: a model whose classes depend on the image (not a near-uniform one), so
-# agreeing on them means something, and top classes are no near-ties that round-off could swap.
-QUICK_TRAINING = {
-    "model": {"name": "mnist_cnn", "dropout": 0.1, "conv_dropout": 0.0},
-    "train": {**TINY_PARAMS["train"], "epochs": 12, "learning_rate": 0.005},
-}
+# QUICK_TRAINING: a model whose classes depend on the image (not a near-uniform one), so agreeing on
+# them means something, and top classes are no near-ties that round-off could swap.
 
 
 def write_roi_crops(raw_dir, out_dir) -> None:
@@ -57,17 +51,10 @@ def write_roi_crops(raw_dir, out_dir) -> None:
 @pytest.fixture(scope="module")
 def projects(tiny_raw_master, tmp_path_factory) -> dict:
     """Per setting, a project after the real prepare and train stages, plus crops/ of its test images."""
-    from trafficsigns.stages import augment, prepare, train
-
     made = {}
     for name, prepare_params in SETTINGS.items():
-        project = made[name] = tmp_path_factory.mktemp(name)
-        shutil.copytree(tiny_raw_master, project / "data" / "raw")
-        params = parse_params({**TINY_PARAMS, "prepare": prepare_params, **QUICK_TRAINING})
-        with contextlib.chdir(project):
-            prepare.main(params)
-            augment.main(params)
-            train.main(params)
+        project = made[name] = make_project(tmp_path_factory.mktemp(name), raw=tiny_raw_master)
+        run_stages(project, tiny_params({"prepare": prepare_params}, QUICK_TRAINING), "prepare", "augment", "train")
         write_roi_crops(project / "data" / "raw", project / "crops")
     return made
 

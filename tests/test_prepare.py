@@ -6,7 +6,8 @@ import zipfile
 
 import numpy as np
 
-from tests.conftest import ROOT, rewrite_member
+from tests.conftest import rewrite_member
+from tests.helpers import ROOT, TINY_PARAMS, write_params
 from trafficsigns.data.archives import TRAIN_DIR, TRAIN_ZIP
 from trafficsigns.data.dataset import split_by_track
 from trafficsigns.data.h5store import read_dataset
@@ -44,8 +45,8 @@ def test_split_by_track_fraction_and_seed():
     assert not np.array_equal(val, split_by_track(tracks, labels, 0.2, seed=1))
 
 
-def run_stage(stage: str, cwd, params: str) -> subprocess.CompletedProcess:
-    (cwd / "params.yaml").write_text(params)
+def run_stage(stage: str, cwd, params: dict) -> subprocess.CompletedProcess:
+    write_params(cwd, params)
     return subprocess.run(
         [sys.executable, "-m", f"trafficsigns.stages.{stage}"],
         cwd=cwd,
@@ -58,7 +59,7 @@ def run_stage(stage: str, cwd, params: str) -> subprocess.CompletedProcess:
 
 def test_unknown_mode_fails_before_any_work(tiny_raw):
     project = tiny_raw.parent.parent
-    result = run_stage("prepare", project, "prepare:\n  mode: HSV\n")
+    result = run_stage("prepare", project, {"prepare": {"mode": "HSV"}})
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: invalid params: 'prepare.mode'")
     assert not (project / "data" / "prepared").exists()
@@ -69,7 +70,7 @@ def test_undecodable_image_leaves_no_output(tiny_raw):
         victim = next(n for n in zf.namelist() if n.startswith(f"{TRAIN_DIR}/00005/") and n.endswith(".ppm"))
     rewrite_member(tiny_raw / TRAIN_ZIP, victim, lambda data: data[:20])
     project = tiny_raw.parent.parent
-    result = run_stage("prepare", project, "")
+    result = run_stage("prepare", project, TINY_PARAMS)
     assert result.returncode == 1
     assert f"{victim}: image does not decode" in result.stderr
     assert "Traceback" not in result.stderr

@@ -16,17 +16,16 @@ import h5py
 import keras
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from tests.conftest import ROOT, TINY_PARAMS, rewrite_member
-from trafficsigns.core.config import parse_params
+from tests.conftest import rewrite_member
+from tests.helpers import ROOT, TINY_PARAMS, make_project, merge, run_stages, tiny_params, write_params
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.data import archives
 from trafficsigns.data.archives import TRAIN_DIR, TRAIN_ZIP, read_train_split
 from trafficsigns.data.h5store import read_dataset, write_dataset
 from trafficsigns.data.images import prepare_image
-from trafficsigns.modeling.models import load_model
+from trafficsigns.modeling.models import load_model, read_model_metadata
 
 CSV_0 = f"{TRAIN_DIR}/00000/GT-00000.csv"
 
@@ -139,12 +138,10 @@ def _break_one_image(tiny_raw, cid: int) -> str:
 
 
 def test_on_bad_image_skip_drops_and_counts(tiny_raw):
-    from trafficsigns.stages import prepare
 
     victim = _break_one_image(tiny_raw, 7)
     project = tiny_raw.parent.parent
-    with contextlib.chdir(project):
-        prepare.main(parse_params({**TINY_PARAMS, "prepare": {**TINY_PARAMS["prepare"], "on_bad_image": "skip"}}))
+    run_stages(project, tiny_params({"prepare": {"on_bad_image": "skip"}}), "prepare")
     ds = read_dataset(project / "data" / "prepared" / "dataset.h5")
     assert len(ds.meta["skipped_images"]) == 1 and victim in ds.meta["skipped_images"][0]
     total = read_train_split(tiny_raw)
@@ -157,9 +154,8 @@ def test_on_bad_image_skip_drops_and_counts(tiny_raw):
 def test_stale_dataset_is_refused_by_train(tiny_dataset, tmp_path):
     from trafficsigns.stages import train
 
-    (tmp_path / "data" / "prepared").mkdir(parents=True)
-    shutil.copy(tiny_dataset, tmp_path / "data" / "prepared" / "dataset.h5")
-    params = parse_params({**TINY_PARAMS, "prepare": {"size": 32, "mode": "RGB"}})
+    make_project(tmp_path, prepared=tiny_dataset)
+    params = tiny_params({"prepare": {"size": 32, "mode": "RGB"}})
     with (
         contextlib.chdir(tmp_path),
         pytest.raises(
@@ -203,7 +199,7 @@ def test_model_with_lambda_layer_is_refused(tmp_path):
 
 
 def _stage(stage: str, project, params: dict) -> subprocess.Popen:
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(project, params)
     # Its own process group, killed whole below, as a terminal or a CI timeout kills a job with its workers.
     # stderr to a file (a pipe nobody reads could fill and block the stage); _finished shows it.
     with open(project / f"{stage}.stderr", "w") as stderr:
@@ -284,10 +280,8 @@ def test_prepare_killed_takes_its_pool_workers_along(tiny_raw):
 
 
 def test_train_killed_mid_run_resumes_with_same_step_numbering(tiny_dataset, tmp_path):
-    project = tmp_path
-    (project / "data" / "prepared").mkdir(parents=True)
-    shutil.copy(tiny_dataset, project / "data" / "prepared" / "dataset.h5")
-    params = {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 40}}
+    project = make_project(tmp_path, prepared=tiny_dataset)
+    params = merge(TINY_PARAMS, {"train": {"epochs": 40}})
     last, best = project / "models" / "last.keras", project / "models" / "best.keras"
     _finished(_stage("augment", project, params), project)
     proc = _stage("train", project, params)
@@ -296,12 +290,11 @@ def test_train_killed_mid_run_resumes_with_same_step_numbering(tiny_dataset, tmp
     _kill(proc)
     for path in (last, best):
         assert load_model(path).predict(np.zeros((1, 24, 24, 1), np.float32), verbose=0).shape == (1, 43)
-    from trafficsigns.modeling.models import read_model_metadata
 
     done = read_model_metadata(last)["epoch"]
     assert 1 <= done < 40
 
-    resumed = {**params, "train": {**params["train"], "epochs": done + 2, "resume": True}}
+    resumed = merge(params, {"train": {"epochs": done + 2, "resume": True}})
     _finished(_stage("train", project, resumed), project)
     assert read_model_metadata(last)["epoch"] == done + 2
     steps = [
@@ -316,17 +309,16 @@ def test_resume_repairs_logs_a_kill_cut_short(tiny_dataset, tmp_path):
     """dvclive rewrites metrics.json in place and appends step lines: a kill can leave either cut."""
     from trafficsigns.stages import augment, train
 
-    (tmp_path / "data" / "prepared").mkdir(parents=True)
-    shutil.copy(tiny_dataset, tmp_path / "data" / "prepared" / "dataset.h5")
+    make_project(tmp_path, prepared=tiny_dataset)
     live = tmp_path / "metrics" / "train"
     with contextlib.chdir(tmp_path):
-        augment.main(parse_params(TINY_PARAMS))
-        train.main(parse_params(TINY_PARAMS))
+        augment.main(tiny_params())
+        train.main(tiny_params())
         (live / "metrics.json").write_text("")
         with open(live / "plots/metrics/val/accuracy.tsv", "a") as tsv:
             tsv.write("2\t0.12")  # a step past the checkpoint, its line cut short
         (live / "plots/metrics/extra.tsv").write_text("st")  # a header cut short
-        train.main(parse_params({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 3, "resume": True}}))
+        train.main(tiny_params({"train": {"epochs": 3, "resume": True}}))
     rows = (live / "plots/metrics/val/accuracy.tsv").read_text().splitlines()
     assert [row.split("\t")[0] for row in rows] == ["step", "0", "1", "2"]
     assert not (live / "plots/metrics/extra.tsv").exists()
@@ -336,14 +328,18 @@ def test_resume_repairs_logs_a_kill_cut_short(tiny_dataset, tmp_path):
 def test_resume_refuses_a_checkpoint_from_other_settings(tiny_dataset, tmp_path):
     from trafficsigns.stages import augment, train
 
-    (tmp_path / "data" / "prepared").mkdir(parents=True)
-    shutil.copy(tiny_dataset, tmp_path / "data" / "prepared" / "dataset.h5")
+    make_project(tmp_path, prepared=tiny_dataset)
     with contextlib.chdir(tmp_path):
-        augment.main(parse_params(TINY_PARAMS))
-        train.main(parse_params({**TINY_PARAMS, "train": {"epochs": 1}}))
-        other = {**TINY_PARAMS, "model": {"name": "mnist_cnn", "filters": 4}, "train": {"epochs": 2, "resume": True}}
+        augment.main(tiny_params())
+        train.main(tiny_params({"train": {"epochs": 1}}))
+        other = tiny_params(
+            {"model": {"name": "mnist_cnn", "mnist_cnn": {"filters": 4}}, "train": {"epochs": 2, "resume": True}}
+        )
         with pytest.raises(PipelineError, match="train.resume: .*last.keras was trained with other settings"):
-            train.main(parse_params(other))
+            train.main(other)
+        # Another model's widths are no part of this model: resuming with them changed is no other setting.
+        train.main(tiny_params({"model": {"v1": {"filters": 48}}, "train": {"epochs": 2, "resume": True}}))
+    assert read_model_metadata(tmp_path / "models" / "last.keras")["epoch"] == 2
 
 
 def test_disk_full_while_writing_dataset(tmp_path, monkeypatch, tiny_dataset):

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_PARAMS
-from trafficsigns.core.config import parse_params
+from tests.helpers import make_params, make_project, sh, tiny_params, write_params
 from trafficsigns.reporting.document import Code, Figure, Section, Table, Text, to_markdown
 
 
@@ -21,9 +20,8 @@ def report(request, tiny_dataset, tmp_path_factory):
     stand-ins for the demystify figures and a committee's scores."""
     from trafficsigns.stages import augment, evaluate, report, train
 
-    root = tmp_path_factory.mktemp(f"report-{request.param}")
-    shutil.copytree(tiny_dataset.parents[2], root, dirs_exist_ok=True)  # data/prepared and plots/data
-    params = parse_params({**TINY_PARAMS, "model": {"name": request.param}})
+    root = make_project(tmp_path_factory.mktemp(f"report-{request.param}"), prepared=tiny_dataset)
+    params = tiny_params({"model": {"name": request.param}})
     with contextlib.chdir(root):
         augment.main(params, workers=1)
         train.main(params)
@@ -124,3 +122,36 @@ def test_one_structure_two_renderings(tmp_path):
         "*cap*",
         "",
     ]
+
+
+def _git_project(path, committed: dict):
+    """A git repo whose HEAD holds params.yaml = the committed one with `committed` overrides."""
+    write_params(path, committed)
+    sh(path, "git", "init", "-q")
+    sh(path, "git", "add", "params.yaml")
+    sh(path, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "params")
+    return sh(path, "git", "rev-parse", "--short", "HEAD").stdout.strip()
+
+
+def test_params_that_differ_are_those_that_differ_from_git_head(tmp_path):
+    """Compared with params.yaml at HEAD (inside `dvc exp run`: the baseline), the commit named."""
+    from trafficsigns.reporting.report import params_section
+
+    commit = _git_project(tmp_path, {})
+    with contextlib.chdir(tmp_path):
+        untouched = params_section(make_params())
+        changed = params_section(make_params({"train": {"epochs": 7}, "model": {"v1": {"filters": 48}}}))
+    assert untouched.blocks[0] == Text(f"All parameters as committed in `params.yaml` at git HEAD, commit `{commit}`.")
+    assert commit in changed.blocks[0].text and "git HEAD" in changed.blocks[0].text
+    table = changed.blocks[1]
+    assert table.header == ["parameter", "value", f"committed ({commit})"]
+    assert table.rows == [["model.v1.filters", "48", "96"], ["train.epochs", "7", "5"]]
+
+
+def test_params_without_git_say_they_cannot_tell(tmp_path):
+    from trafficsigns.reporting.report import params_section
+
+    with contextlib.chdir(tmp_path):
+        section = params_section(make_params())
+    assert section.blocks[0].text.startswith("Cannot tell which parameters differ from the committed `params.yaml`")
+    assert isinstance(section.blocks[-1], Code) and "epochs: 5" in section.blocks[-1].text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trafficsigns.core.config import PrepareParams
+from tests.helpers import make_params
 from trafficsigns.data.dataset import BUILDERS
 from trafficsigns.data.h5store import expected_meta
 from trafficsigns.data.sources import SOURCES
@@ -22,7 +22,7 @@ def test_synthetic_writes_the_official_archives(tiny_raw_master):
 
 
 def test_fixed_preprocessing_overrides_params():
-    params = PrepareParams(size=48, mode="RGB", roi_crop=True)
+    params = make_params({"prepare": {"size": 48, "mode": "RGB", "roi_crop": True}}).prepare
     assert expected_meta("mnist", params) | {"size": 28, "mode": "L", "roi_crop": False} == expected_meta(
         "mnist", params
     )

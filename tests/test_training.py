@@ -1,22 +1,32 @@
 """The real training loop on tiny data: every model trains, runs are deterministic, outputs are complete."""
 
-import contextlib
 import json
-import shutil
 
 import keras
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_PARAMS
-from trafficsigns.core.config import ModelParams, TrainParams, parse_params
+from tests.helpers import NO_AUGMENT, TINY_PARAMS, make_params, make_project, run_stages, tiny_params
+from trafficsigns.core.config import ModelParams, TrainParams
 from trafficsigns.modeling.models import ARCHITECTURES, build_model
+
+
+def model_params(name: str, **widths) -> ModelParams:
+    """The committed model section with `name` chosen and its own widths overridden by `widths`."""
+    return make_params({"model": {"name": name, name: widths}}).model
+
+
+def train_params(**train) -> TrainParams:
+    """The tiny tests' training (TINY_PARAMS on the committed params) with `train` overridden."""
+    return tiny_params({"train": train}).train
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 @pytest.mark.parametrize("shape", [(24, 24, 1), (28, 28, 1), (32, 32, 3), (48, 48, 3)])
 def test_every_model_builds_and_trains_a_step(name, shape):
-    model = build_model(ModelParams(name=name, filters=4, dense=16), shape, 43)
+    own = make_params().model.model_dump()[name]
+    narrow = {"filters": 4, "dense": 16}
+    model = build_model(model_params(name, **{k: v for k, v in narrow.items() if k in own}), shape, 43)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     x = np.random.default_rng(0).random((8, *shape), dtype=np.float32)
     loss = model.train_on_batch(x, np.arange(8))
@@ -28,7 +38,7 @@ def test_a_model_that_cannot_take_the_input_size_says_so():
     from trafficsigns.core.errors import PipelineError
 
     with pytest.raises(PipelineError, match="model v2 cannot take .*12, 12, 1.*prepare.size"):
-        build_model(ModelParams(name="v2"), (12, 12, 1), 43)
+        build_model(model_params("v2"), (12, 12, 1), 43)
 
 
 def conv_widths(model):
@@ -36,43 +46,36 @@ def conv_widths(model):
 
 
 def test_zoo_follows_the_course_definitions():
-    v2 = build_model(ModelParams(name="v2"), (48, 48, 3), 43)
+    v2 = build_model(model_params("v2"), (48, 48, 3), 43)
     assert conv_widths(v2) == [64, 64, 128, 128, 256, 256]
-    v3 = build_model(ModelParams(name="v3"), (24, 24, 1), 43)
+    v3 = build_model(model_params("v3"), (24, 24, 1), 43)
     assert conv_widths(v3) == [32, 64, 128]
     assert [layer.kernel_size for layer in v3.layers if isinstance(layer, keras.layers.Conv2D)] == [(5, 5)] * 3
     assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in v3.layers) == 4
-    assert v3.layers[-2].rate == 0.4, "v3's own dropout when model.dropout is null"
-    ours = build_model(ModelParams(name="resnet", filters=8, dropout=0.1), (32, 32, 3), 43)
+    assert v3.layers[-2].rate == 0.4, "v3's own dropout, from params.yaml's model.v3"
+    ours = build_model(model_params("resnet", filters=8, dropout=0.1), (32, 32, 3), 43)
     assert conv_widths(ours) == [8] * 3 + [16] * 3 + [32] * 3
     assert sum(isinstance(layer, keras.layers.Add) for layer in ours.layers) == 3
     assert ours.layers[-2].rate == 0.1
 
 
 def test_filters_and_dense_scale_the_model():
-    v1 = build_model(ModelParams(name="v1"), (24, 24, 1), 43)
+    v1 = build_model(model_params("v1"), (24, 24, 1), 43)
     assert [layer.filters for layer in v1.layers if hasattr(layer, "filters")] == [96, 192]
-    narrow = build_model(ModelParams(name="v1", filters=32, dense=100), (24, 24, 1), 43)
+    narrow = build_model(model_params("v1", filters=32, dense=100), (24, 24, 1), 43)
     assert [layer.filters for layer in narrow.layers if hasattr(layer, "filters")] == [32, 64]
     assert narrow.layers[-3].units == 100
-    small = build_model(ModelParams(name="mnist_cnn"), (28, 28, 1), 10)
+    small = build_model(model_params("mnist_cnn"), (28, 28, 1), 10)
     assert [layer.filters for layer in small.layers if hasattr(layer, "filters")] == [8, 16]
 
 
 def run_train_and_evaluate(project, dataset, params):
-    from trafficsigns.stages import augment, evaluate, train
-
-    (project / "data" / "prepared").mkdir(parents=True)
-    shutil.copy(dataset, project / "data" / "prepared" / "dataset.h5")
-    with contextlib.chdir(project):
-        augment.main(params)
-        train.main(params)
-        evaluate.main(params)
+    run_stages(make_project(project, prepared=dataset), params, "augment", "train", "evaluate")
     return json.loads((project / "metrics" / "evaluate.json").read_text())
 
 
 def test_train_and_evaluate_are_deterministic_and_complete(tiny_dataset, tmp_path):
-    params = parse_params(TINY_PARAMS)
+    params = tiny_params()
     first = run_train_and_evaluate(tmp_path / "a", tiny_dataset, params)
     second = run_train_and_evaluate(tmp_path / "b", tiny_dataset, params)
     assert first == second, "same params + same data must give the same metrics on CPU"
@@ -97,8 +100,8 @@ def test_train_and_evaluate_are_deterministic_and_complete(tiny_dataset, tmp_pat
 
 
 def test_different_seed_gives_different_model(tiny_dataset, tmp_path):
-    base = parse_params(TINY_PARAMS)
-    other = base.model_copy(update={"train": TrainParams(**{**TINY_PARAMS["train"], "seed": 1})})
+    base = tiny_params()
+    other = tiny_params({"train": {"seed": 1}})
     assert run_train_and_evaluate(tmp_path / "a", tiny_dataset, base) != run_train_and_evaluate(
         tmp_path / "b", tiny_dataset, other
     )
@@ -109,15 +112,16 @@ def train_tiny(tiny_dataset, tmp_path, **train):
     from trafficsigns.modeling.training import train as fit
 
     ds = read_dataset(tiny_dataset, splits=("train", "val"))
-    params = TrainParams(**{**TINY_PARAMS["train"], **train})
+    params = tiny_params({"train": train})
     return fit(
         ds,
-        ModelParams(name="mnist_cnn"),
-        params,
+        params.model,
+        params.train,
         tmp_path / "best.keras",
         tmp_path / "last.keras",
         tmp_path / "live",
         tmp_path / "tb",
+        params.augment,
     )
 
 
@@ -148,28 +152,29 @@ def test_jit_compile_really_compiles(tiny_dataset, tmp_path):
         assert train_tiny(tiny_dataset, tmp_path, jit_compile=True)["epochs_done"] == 2
         make_deterministic(0, jit_compile=True)
         ds = read_dataset(tiny_dataset, splits=("train", "val"))
-        assert _new_model(ds, ModelParams(name="mnist_cnn"), TrainParams(jit_compile=True)).jit_compile
+        assert _new_model(ds, model_params("mnist_cnn"), train_params(jit_compile=True)).jit_compile
     finally:
         tf.config.experimental.enable_op_determinism()  # the rest of the session stays deterministic
 
 
 def test_online_augmentation_is_seeded_and_changes_training(tiny_dataset, tmp_path):
-    online = {
-        **TINY_PARAMS,
-        "augment": {"preset": "fidle", "brightness": 0.1, "contrast": 0.2, "noise": 0.02},
-        "train": {**TINY_PARAMS["train"], "online_augment": True},
-    }
-    first = run_train_and_evaluate(tmp_path / "a", tiny_dataset, parse_params(online))
-    assert first == run_train_and_evaluate(tmp_path / "b", tiny_dataset, parse_params(online))
-    assert first != run_train_and_evaluate(tmp_path / "c", tiny_dataset, parse_params(TINY_PARAMS))
+    online = tiny_params(
+        {
+            "augment": {"preset": "fidle", "brightness": 0.1, "contrast": 0.2, "noise": 0.02},
+            "train": {"online_augment": True},
+        }
+    )
+    first = run_train_and_evaluate(tmp_path / "a", tiny_dataset, online)
+    assert first == run_train_and_evaluate(tmp_path / "b", tiny_dataset, online)
+    assert first != run_train_and_evaluate(tmp_path / "c", tiny_dataset, tiny_params())
 
 
 def test_online_augmentation_keeps_images_in_range():
-    from trafficsigns.core.config import AugmentParams
     from trafficsigns.modeling.training import as_batches, online_augmenter
 
     x = np.random.default_rng(0).random((16, 24, 24, 3), dtype=np.float32)
-    augmenter = online_augmenter(AugmentParams(preset="fidle", brightness=0.5, contrast=0.5, noise=0.2), seed=0)
+    ranges = {**NO_AUGMENT, "preset": "fidle", "brightness": 0.5, "contrast": 0.5, "noise": 0.2}
+    augmenter = online_augmenter(make_params({"augment": ranges}).augment, seed=0)
     images, labels = next(iter(as_batches(x, np.arange(16), 16, augmenter=augmenter)))
     assert images.dtype == np.float32 and images.shape == x.shape
     assert 0 <= float(np.min(images)) and float(np.max(images)) <= 1
@@ -178,12 +183,11 @@ def test_online_augmentation_keeps_images_in_range():
 
 
 def test_online_augmentation_needs_some_range():
-    from trafficsigns.core.config import AugmentParams
     from trafficsigns.core.errors import PipelineError
     from trafficsigns.modeling.training import online_augmenter
 
     with pytest.raises(PipelineError, match="online_augment.*preset=fidle"):
-        online_augmenter(AugmentParams(), seed=0)
+        online_augmenter(make_params({"augment": NO_AUGMENT}).augment, seed=0)
 
 
 def test_early_stopping_watches_val_accuracy(tiny_dataset, tmp_path):
@@ -197,7 +201,7 @@ def test_mixed_precision_computes_in_bfloat16_on_cpu_with_a_float32_head(tiny_da
     from trafficsigns.modeling.training import _new_model
 
     ds = read_dataset(tiny_dataset, splits=("train", "val"))
-    model = _new_model(ds, ModelParams(name="v3", filters=4), TrainParams(mixed_precision=True))
+    model = _new_model(ds, model_params("v3", filters=4), train_params(mixed_precision=True))
     assert model.layers[0].compute_dtype == "bfloat16"
     assert model.layers[0].variable_dtype == "float32"
     assert model.layers[-1].compute_dtype == "float32"
@@ -208,7 +212,7 @@ def test_one_device_trains_without_mirroring():
 
     from trafficsigns.modeling.training import distribution_strategy
 
-    assert not isinstance(distribution_strategy(TrainParams()), tf.distribute.MirroredStrategy)
+    assert not isinstance(distribution_strategy(make_params().train), tf.distribute.MirroredStrategy)
 
 
 MIRRORED_RUN = """
@@ -218,13 +222,13 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from trafficsigns.modeling import training
-from trafficsigns.core.config import ModelParams, TrainParams
+from tests.helpers import tiny_params
 from trafficsigns.data.h5store import read_dataset
 training.distribution_strategy = lambda params: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 out = Path(sys.argv[2])
-summary = training.train(read_dataset(sys.argv[1], ("train", "val")), ModelParams(name="mnist_cnn"),
-                         TrainParams(epochs=2, batch_size=32), out / "best.keras", out / "last.keras",
-                         out / "live", out / "tb")
+params = tiny_params()
+summary = training.train(read_dataset(sys.argv[1], ("train", "val")), params.model, params.train,
+                         out / "best.keras", out / "last.keras", out / "live", out / "tb", params.augment)
 print("replicas", training.load_model(out / "best.keras") is not None, summary["epochs_done"])
 """
 
@@ -235,7 +239,7 @@ def test_training_runs_under_a_mirrored_strategy(tiny_dataset, tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     # oneDNN's CPU convolution rejects the empty shard a replica gets from a last batch of one image
     # (GPU kernels take it), so this CPU stand-in for two GPUs runs with the plain kernels.

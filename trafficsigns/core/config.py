@@ -1,5 +1,7 @@
 """params.yaml, validated: one typed model per section, unknown keys and bad values refused up front.
 
+No field has a default: params.yaml is the one place that sets them, so a missing key is an error, named.
+
 Config flows one way: stages call `load_params()` once and pass the typed sections down to library code.
 """
 
@@ -22,26 +24,26 @@ class _Section(BaseModel):
 
 
 class SyntheticParams(_Section):
-    train_tracks_per_class: float = Field(6, gt=0, description="mean training tracks per class")
-    test_tracks_per_class: float = Field(2, gt=0, description="mean test tracks per class")
-    frames_per_track: int = Field(15, ge=1, le=200)
+    train_tracks_per_class: float = Field(gt=0, description="mean training tracks per class")
+    test_tracks_per_class: float = Field(gt=0, description="mean test tracks per class")
+    frames_per_track: int = Field(ge=1, le=200)
 
 
 class DataParams(_Section):
-    source: Literal[SOURCE_NAMES] = "synthetic"  # type: ignore[valid-type]
-    mirror: str = Field("", description="base URL (http, https, file) or folder holding the official files")
-    verify: bool = True
-    seed: int = 0
-    synthetic: SyntheticParams = SyntheticParams()
+    source: Literal[SOURCE_NAMES]  # type: ignore[valid-type]
+    mirror: str = Field(description="base URL (http, https, file) or folder holding the official files")
+    verify: bool
+    seed: int
+    synthetic: SyntheticParams
 
 
 class PrepareParams(_Section):
-    size: int = Field(24, ge=8, le=256)
-    mode: Literal[COLOUR_MODES] = "L"  # type: ignore[valid-type]
-    roi_crop: bool = True
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    seed: int = 0
-    on_bad_image: Literal["error", "skip"] = "error"
+    size: int = Field(ge=8, le=256)
+    mode: Literal[COLOUR_MODES]  # type: ignore[valid-type]
+    roi_crop: bool
+    val_fraction: float = Field(gt=0, lt=1)
+    seed: int
+    on_bad_image: Literal["error", "skip"]
 
 
 class AugmentParams(_Section):
@@ -52,19 +54,19 @@ class AugmentParams(_Section):
     ones rather than silently ignore them. The photometric keys and `flip` apply with either preset.
     """
 
-    preset: Literal["custom", "fidle"] = "custom"
-    copies: int = Field(0, ge=0, le=50, description="augmented versions of each training image; 0 = none")
-    rotation: float = Field(0.0, ge=0, le=180, description="max rotation, degrees either way")
-    shift: float = Field(0.0, ge=0, le=0.5, description="max shift per axis, fraction of the image size")
-    zoom: float = Field(0.0, ge=0, lt=1, description="scale per axis drawn from [1 - zoom, 1 + zoom]")
-    shear: float = Field(0.0, ge=0, le=45, description="max shear angle, degrees either way")
-    brightness: float = Field(0.0, ge=0, le=1, description="max value added to every pixel, either way")
-    contrast: float = Field(0.0, ge=0, lt=1, description="contrast factor drawn from [1 - contrast, 1 + contrast]")
-    blur: float = Field(0.0, ge=0, le=5, description="max Gaussian blur sigma, pixels")
-    noise: float = Field(0.0, ge=0, le=0.5, description="max standard deviation of added Gaussian noise")
-    flip: bool = Field(False, description="class-aware flips and relabels (tables in trafficsigns/data/classes.py)")
-    balance: int = Field(0, ge=0, le=100_000, description="augment every rarer class up to this count; 0 = off")
-    seed: int = Field(0, ge=0)
+    preset: Literal["custom", "fidle"]
+    copies: int = Field(ge=0, le=50, description="augmented versions of each training image; 0 = none")
+    rotation: float = Field(ge=0, le=180, description="max rotation, degrees either way")
+    shift: float = Field(ge=0, le=0.5, description="max shift per axis, fraction of the image size")
+    zoom: float = Field(ge=0, lt=1, description="scale per axis drawn from [1 - zoom, 1 + zoom]")
+    shear: float = Field(ge=0, le=45, description="max shear angle, degrees either way")
+    brightness: float = Field(ge=0, le=1, description="max value added to every pixel, either way")
+    contrast: float = Field(ge=0, lt=1, description="contrast factor drawn from [1 - contrast, 1 + contrast]")
+    blur: float = Field(ge=0, le=5, description="max Gaussian blur sigma, pixels")
+    noise: float = Field(ge=0, le=0.5, description="max standard deviation of added Gaussian noise")
+    flip: bool = Field(description="class-aware flips and relabels (tables in trafficsigns/data/classes.py)")
+    balance: int = Field(ge=0, le=100_000, description="augment every rarer class up to this count; 0 = off")
+    seed: int = Field(ge=0)
 
     GEOMETRY: ClassVar[tuple[str, ...]] = ("rotation", "shift", "zoom", "shear")
     PHOTOMETRY: ClassVar[tuple[str, ...]] = ("brightness", "contrast", "blur", "noise")
@@ -93,39 +95,72 @@ class AugmentParams(_Section):
         return self.flip or any(self.geometry().values()) or any(getattr(self, k) for k in self.PHOTOMETRY)
 
 
+class ConvDenseParams(_Section):
+    """Widths of a convolutional model with a hidden dense layer (v1, v2, v3, mnist_cnn)."""
+
+    filters: int = Field(ge=1, le=1024, description="first conv width; later stages 2x and 4x")
+    dense: int = Field(ge=1, le=8192, description="hidden dense width")
+    dropout: float = Field(ge=0, lt=1, description="dropout before the classifier")
+
+
+class ResnetParams(_Section):
+    """Widths of our residual net: no dense layer (global average pooling)."""
+
+    filters: int = Field(ge=1, le=1024, description="first stage's width; later stages 2x and 4x")
+    dropout: float = Field(ge=0, lt=1, description="dropout before the classifier")
+
+
+class DenseOnlyParams(_Section):
+    """Widths of the dense-only network (no convolution, no dropout)."""
+
+    dense: int = Field(ge=1, le=8192, description="width of both hidden dense layers")
+
+
 class ModelParams(_Section):
-    name: Literal["v1", "v2", "v3", "resnet", "mnist_cnn", "dnn"] = "v1"
-    filters: int | None = Field(None, ge=1, le=1024, description="first conv width; null = the model's own")
-    dense: int | None = Field(None, ge=1, le=8192, description="dense width; null = the model's own")
-    dropout: float | None = Field(None, ge=0, lt=1, description="dropout before the classifier; null = the model's own")
-    conv_dropout: float = Field(0.2, ge=0, lt=1, description="dropout after each conv block")
+    """`name` picks the model; each model has its own section of widths, so `-S model.v1.filters=48`
+    changes v1 only (and DVC's `train` stage depends on the chosen model's section alone)."""
+
+    name: Literal["v1", "v2", "v3", "resnet", "mnist_cnn", "dnn"]
+    conv_dropout: float = Field(ge=0, lt=1, description="dropout after each conv block")
+    v1: ConvDenseParams
+    v2: ConvDenseParams
+    v3: ConvDenseParams
+    resnet: ResnetParams
+    mnist_cnn: ConvDenseParams
+    dnn: DenseOnlyParams
+
+    def widths(self) -> dict:
+        """The chosen model's own section: {filters, dense, dropout} or the subset that model uses."""
+        return getattr(self, self.name).model_dump()
+
+    def chosen(self) -> dict:
+        """What the trained model depends on: its name, conv_dropout and its own section, not the others'."""
+        return {"name": self.name, "conv_dropout": self.conv_dropout, **self.widths()}
 
 
 class TrainParams(_Section):
-    epochs: int = Field(5, ge=1, le=1000)
-    batch_size: int = Field(64, ge=1, le=65536)
-    learning_rate: float = Field(1e-3, gt=0, le=10)
-    seed: int = 0
-    optimizer: Literal["adam", "sgd"] = "adam"
-    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only (Nesterov)")
-    lr_schedule: Literal["constant", "cosine", "plateau"] = "constant"
-    early_stopping: int = Field(
-        0, ge=0, description="stop after this many epochs without a better val accuracy; 0 = off"
-    )
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    online_augment: bool = Field(False, description="random augment.* transforms on every batch (Keras layers)")
-    mixed_precision: bool = Field(False, description="float16 on GPU, bfloat16 on CPU; the head stays float32")
-    jit_compile: bool = Field(False, description="XLA-compile the training step")
-    distribute: Literal["auto", "off"] = Field("auto", description="auto: MirroredStrategy over all GPUs when >1")
-    tensorboard: bool = False
-    resume: bool = False
+    epochs: int = Field(ge=1, le=1000)
+    batch_size: int = Field(ge=1, le=65536)
+    learning_rate: float = Field(gt=0, le=10)
+    seed: int
+    optimizer: Literal["adam", "sgd"]
+    momentum: float = Field(ge=0, lt=1, description="sgd only (Nesterov)")
+    lr_schedule: Literal["constant", "cosine", "plateau"]
+    early_stopping: int = Field(ge=0, description="stop after this many epochs without a better val accuracy; 0 = off")
+    label_smoothing: float = Field(ge=0, lt=1)
+    online_augment: bool = Field(description="random augment.* transforms on every batch (Keras layers)")
+    mixed_precision: bool = Field(description="float16 on GPU, bfloat16 on CPU; the head stays float32")
+    jit_compile: bool = Field(description="XLA-compile the training step")
+    distribute: Literal["auto", "off"] = Field(description="auto: MirroredStrategy over all GPUs when >1")
+    tensorboard: bool
+    resume: bool
 
 
 class EvaluateParams(_Section):
-    batch_size: int = Field(256, ge=1, le=65536)
-    errors_shown: int = Field(24, ge=0, le=400, description="images in the worst-errors gallery")
+    batch_size: int = Field(ge=1, le=65536)
+    errors_shown: int = Field(ge=0, le=400, description="images in the worst-errors gallery")
     ensemble: tuple[str, ...] = Field(
-        (), description="model files or experiment names whose softmax outputs are averaged; empty = no committee"
+        description="model files or experiment names whose softmax outputs are averaged; empty = no committee"
     )
 
     @field_validator("ensemble")
@@ -139,44 +174,58 @@ class EvaluateParams(_Section):
 
 
 class ExportParams(_Section):
-    enabled: bool = False
-    representative_count: int = Field(500, ge=1, le=100_000, description="training images that calibrate int8")
+    enabled: bool
+    representative_count: int = Field(ge=1, le=100_000, description="training images that calibrate int8")
 
 
 class DemystifyParams(_Section):
-    enabled: bool = Field(False, description="write the demystify figures (about 30 s on 2 CPU cores)")
+    enabled: bool = Field(description="write the demystify figures (about 30 s on 2 CPU cores)")
 
 
 class ReportParams(_Section):
-    images: int = Field(4, ge=0, le=32, description="test images whose feature maps the report shows")
+    images: int = Field(ge=0, le=32, description="test images whose feature maps the report shows")
 
 
 class Params(_Section):
-    data: DataParams = DataParams()
-    prepare: PrepareParams = PrepareParams()
-    augment: AugmentParams = AugmentParams()
-    model: ModelParams = ModelParams()
-    train: TrainParams = TrainParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    export: ExportParams = ExportParams()
-    demystify: DemystifyParams = DemystifyParams()
-    report: ReportParams = ReportParams()
+    data: DataParams
+    prepare: PrepareParams
+    augment: AugmentParams
+    model: ModelParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    export: ExportParams
+    demystify: DemystifyParams
+    report: ReportParams
+
+
+MISSING_HINT = "params.yaml must set every key; see the committed params.yaml"
+
+
+def _key(error: dict) -> str:
+    return ".".join(str(p) for p in error["loc"])
 
 
 def _describe(error: dict) -> str:
-    key = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":
-        return f"unknown key '{key}' (a typo?)"
-    return f"'{key}': {error['msg']} (given: {error.get('input')!r})"
+        return f"unknown key '{_key(error)}' (a typo?)"
+    return f"'{_key(error)}': {error['msg']} (given: {error.get('input')!r})"
 
 
 def parse_params(raw: dict) -> Params:
-    """Validate a params mapping; the error names every bad key, what was given and what is allowed."""
+    """Validate a params mapping; the error names every bad or missing key, what was given and what is allowed.
+
+    There are no defaults in code: params.yaml is the one place that sets them, so every key must be there.
+    """
     try:
         return Params.model_validate(raw or {})
     except ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in exc.errors())
-        raise PipelineError(f"invalid params: {problems}") from None
+        errors = exc.errors()
+        problems = [_describe(e) for e in errors if e["type"] != "missing"]
+        missing = [f"'{_key(e)}'" for e in errors if e["type"] == "missing"]
+        if missing:
+            verb = "is" if len(missing) == 1 else "are"
+            problems.append(f"{', '.join(missing)} {verb} missing ({MISSING_HINT})")
+        raise PipelineError(f"invalid params: {'; '.join(problems)}") from None
 
 
 def read_yaml(path: str | Path, kind: str):

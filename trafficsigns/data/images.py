@@ -217,7 +217,7 @@ def prepare_split(
     mode: str,
     roi_crop: bool,
     desc: str,
-    skip_bad: bool = False,
+    skip_bad: bool,
     workers: int | None = None,
     chunk: int = 256,
 ) -> tuple[np.ndarray, dict[int, str]]:

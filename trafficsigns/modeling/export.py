@@ -86,7 +86,7 @@ def tflite_interpreter(path: str | Path) -> tf.lite.Interpreter:
         return tf.lite.Interpreter(model_path=str(path))
 
 
-def tflite_predict(path: str | Path, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def tflite_predict(path: str | Path, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Class probabilities (float32) of a TFLite classifier on float images x, in batches."""
     interpreter = tflite_interpreter(path)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -101,7 +101,7 @@ def tflite_predict(path: str | Path, x: np.ndarray, batch_size: int = 256) -> np
     return np.concatenate(probs)
 
 
-def savedmodel_predict(path: str | Path, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def savedmodel_predict(path: str | Path, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Class probabilities of an exported SavedModel on float images x, in batches."""
     loaded = tf.saved_model.load(str(path))  # keep it referenced: `serve` only weakly holds the variables
     return np.concatenate([loaded.serve(x[i : i + batch_size]).numpy() for i in range(0, len(x), batch_size)])
@@ -130,7 +130,7 @@ def export_all(
     model_path: str | Path,
     dataset_path: str | Path,
     out_dir: str | Path,
-    representative_count: int = 500,
+    representative_count: int,
     seed: int = 0,
 ) -> dict[str, dict]:
     """Export the model in every format into out_dir; returns {format: {path, bytes}}.
@@ -154,7 +154,7 @@ def export_all(
 
 
 def evaluate_exports(
-    model_path: str | Path, export_dir: str | Path, dataset_path: str | Path, batch_size: int = 512
+    model_path: str | Path, export_dir: str | Path, dataset_path: str | Path, batch_size: int
 ) -> dict[str, dict]:
     """Test accuracy and size of the Keras model and of each export in export_dir: {format: {accuracy, bytes}}."""
     model_path, export_dir = Path(model_path), Path(export_dir)

@@ -1,9 +1,10 @@
 """Model zoo. Each builder reads like the diagram; input shape and class count come from the data.
 
-`model.filters` is the first convolution's width (later stages have 2x and 4x as many),
-`model.dense` the hidden dense width and `model.dropout` the dropout before the classifier; left null
-they take the architecture's own values, so `-S model.name=mnist_cnn` alone gives the course's small
-CNN and `-S model.filters=32` narrows any model.
+The widths come from params.yaml, where each model has its own section (`model.<name>`): `filters` is
+the first convolution's width (later stages have 2x and 4x as many), `dense` the hidden dense width and
+`dropout` the dropout before the classifier, each only where the model has one. So
+`-S model.name=mnist_cnn` alone gives the course's small CNN with its own widths, and
+`-S model.v1.filters=32` narrows v1 only.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def _conv_bn_relu(x, width: int):
 
 
 def residual_net(
-    input_shape, num_classes: int, filters: int, dropout: float, conv_dropout: float, name: str, **_
+    input_shape, num_classes: int, filters: int, dropout: float, conv_dropout: float, name: str
 ) -> keras.Model:
     """Ours: three stages of Conv-BN-ReLU plus a residual Conv-BN-ReLU pair at f, 2f, 4f, global pooling.
 
@@ -131,8 +132,10 @@ def residual_net(
     return keras.Model(inputs, classifier(num_classes)(x), name=name)
 
 
-def dense_net(input_shape, num_classes: int, dense: int, name: str, **_) -> keras.Model:
-    """Flatten-Dense-Dense-Softmax, FIDLE's MNIST DNN (no convolution, no dropout: the baseline)."""
+def dense_net(input_shape, num_classes: int, dense: int, conv_dropout: float, name: str) -> keras.Model:
+    """Flatten-Dense-Dense-Softmax, FIDLE's MNIST DNN (no convolution, no dropout: the baseline).
+
+    `conv_dropout` is taken and unused: there is no conv block to follow."""
     return keras.Sequential(
         [
             keras.Input(shape=input_shape),
@@ -147,41 +150,26 @@ def dense_net(input_shape, num_classes: int, dense: int, name: str, **_) -> kera
 
 @dataclass(frozen=True)
 class Architecture:
+    """Which builder a `model.name` maps to, and what it is; its widths are in params.yaml's `model.<name>`."""
+
     build: Callable[..., keras.Model]
-    filters: int
-    dense: int
-    dropout: float
     about: str
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "v1": Architecture(
-        two_conv_net, filters=96, dense=1500, dropout=0.5, about="FIDLE GTSRB v1: Conv96-Conv192-Dense1500"
-    ),
-    "v2": Architecture(
-        vgg_net, filters=64, dense=512, dropout=0.5, about="FIDLE GTSRB v2: 2xConv64-2xConv128-2xConv256-Dense512"
-    ),
-    "v3": Architecture(
-        batchnorm_net,
-        filters=32,
-        dense=512,
-        dropout=0.4,
-        about="FIDLE GTSRB5 v3: Conv32-Conv64-Conv128 (5x5, batch norm)-Dense512",
-    ),
-    "resnet": Architecture(
-        residual_net,
-        filters=32,
-        dense=0,
-        dropout=0.3,
-        about="ours: 3 residual stages 32-64-128, batch norm, global pooling",
-    ),
-    "mnist_cnn": Architecture(
-        two_conv_net, filters=8, dense=100, dropout=0.5, about="FIDLE MNIST CNN: Conv8-Conv16-Dense100"
-    ),
-    "dnn": Architecture(
-        dense_net, filters=0, dense=100, dropout=0.0, about="FIDLE MNIST DNN: Dense100-Dense100 (no conv)"
-    ),
+    "v1": Architecture(two_conv_net, about="FIDLE GTSRB v1: Conv-Pool-Conv-Pool-Dense"),
+    "v2": Architecture(vgg_net, about="FIDLE GTSRB v2: three blocks of 2xConv-Pool, Dense"),
+    "v3": Architecture(batchnorm_net, about="FIDLE GTSRB5 v3: three 5x5 convolutions with batch norm, Dense"),
+    "resnet": Architecture(residual_net, about="ours: 3 residual stages, batch norm, global pooling"),
+    "mnist_cnn": Architecture(two_conv_net, about="FIDLE MNIST CNN: Conv-Pool-Conv-Pool-Dense"),
+    "dnn": Architecture(dense_net, about="FIDLE MNIST DNN: Dense-Dense (no conv)"),
 }
+
+
+def describe(params: ModelParams) -> str:
+    """The chosen model in words, with its widths: `FIDLE GTSRB v1: ... (filters 96, dense 1500, dropout 0.5)`."""
+    arch = ARCHITECTURES[params.name]
+    return f"{arch.about} ({', '.join(f'{k} {v}' for k, v in params.widths().items())})"
 
 
 def build_model(params: ModelParams, input_shape, num_classes: int) -> keras.Model:
@@ -189,16 +177,10 @@ def build_model(params: ModelParams, input_shape, num_classes: int) -> keras.Mod
         arch = ARCHITECTURES[params.name]
     except KeyError:
         raise PipelineError(f"model.name {params.name!r} is unknown; allowed: {', '.join(ARCHITECTURES)}") from None
-    log.info("model %s (%s), input %s, %d classes", params.name, arch.about, tuple(input_shape), num_classes)
+    log.info("model %s (%s), input %s, %d classes", params.name, describe(params), tuple(input_shape), num_classes)
     try:
         return arch.build(
-            input_shape,
-            num_classes,
-            filters=params.filters or arch.filters,
-            dense=params.dense or arch.dense,
-            dropout=arch.dropout if params.dropout is None else params.dropout,
-            conv_dropout=params.conv_dropout,
-            name=params.name,
+            input_shape, num_classes, **params.widths(), conv_dropout=params.conv_dropout, name=params.name
         )
     except ValueError as exc:  # e.g. valid convolutions and poolings shrink a small image to nothing
         raise PipelineError(

@@ -26,7 +26,7 @@ from trafficsigns.modeling.models import build_model, load_model, read_model_met
 log = logging.getLogger(__name__)
 
 
-def make_deterministic(seed: int, jit_compile: bool = False) -> None:
+def make_deterministic(seed: int, jit_compile: bool) -> None:
     """Same seed + same data + same host kind -> same weights, bit for bit (CPU).
 
     Keras refuses XLA while op determinism is on, so `train.jit_compile` trades bit-reproducibility
@@ -148,7 +148,8 @@ class Checkpoints(keras.callbacks.Callback):
 
 def model_metadata(ds: Dataset, model_params: ModelParams, params: TrainParams) -> dict:
     """What a model file must carry to be used alone: its classes, how to prepare images, provenance."""
-    settings = {"model": model_params.model_dump(), "train": params.model_dump()}
+    # The chosen model's settings only: another model's section in params.yaml is no part of this model.
+    settings = {"model": model_params.chosen(), "train": params.model_dump()}
     return {
         "class_names": ds.class_names,
         "preprocessing": {k: ds.meta[k] for k in ("size", "mode", "roi_crop", "channels")},
@@ -285,7 +286,7 @@ def train(
     last: Path,
     live_dir: Path,
     tensorboard_dir: Path,
-    augment: AugmentParams | None = None,
+    augment: AugmentParams,
 ) -> dict:
     """Fit on train, select on val (never test); returns a summary of the run.
 
@@ -304,7 +305,7 @@ def train(
         _rewind_live(live_dir, initial_epoch)
     live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resumed is not None)
     live.step = initial_epoch
-    augmenter = online_augmenter(augment or AugmentParams(), params.seed) if params.online_augment else None
+    augmenter = online_augmenter(augment, params.seed) if params.online_augment else None
     started = time.perf_counter()
     model.fit(
         as_batches(

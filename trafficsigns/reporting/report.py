@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import subprocess
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -86,14 +87,13 @@ def write_report(
 
 
 def summary_section(params: Params, evaluation: dict, training: dict) -> Section:
-    from trafficsigns.modeling.models import ARCHITECTURES  # imported here: TensorFlow, which `compare` does without
+    from trafficsigns.modeling.models import describe  # imported here: TensorFlow, which `compare` does without
 
-    arch = ARCHITECTURES.get(params.model.name)
     return Section(
         "Summary",
         [
             Text(
-                f"Model `{params.model.name}` ({arch.about if arch else 'unknown architecture'}, "
+                f"Model `{params.model.name}` ({describe(params.model)}, "
                 f"{training.get('parameters', 0):,} weights), trained {training.get('step', 0) + 1} epochs in "
                 f"{training.get('train_seconds', float('nan'))} s; the best epoch on validation was "
                 f"{training.get('best_epoch')}. Test accuracy {evaluation['accuracy']:.2%}, macro-F1 "
@@ -114,14 +114,52 @@ def cell(value) -> str:
     return str(value)
 
 
+def committed_params() -> tuple[dict | None, str]:
+    """params.yaml as committed at git HEAD, flattened, and that commit's short hash; (None, why) if git cannot tell.
+
+    Inside `dvc exp run` (and in a queued run's temporary workspace) HEAD is the experiment's baseline
+    commit, so the comparison shows exactly what the experiment changed.
+    """
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout.strip()
+        text = subprocess.run(
+            ["git", "show", "HEAD:./params.yaml"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+        committed = yaml.safe_load(text)
+    except subprocess.CalledProcessError as exc:  # not a git repo, no commit yet, no params.yaml at HEAD
+        lines = (exc.stderr or "").strip().splitlines()
+        return None, lines[-1] if lines else str(exc)
+    except (OSError, subprocess.SubprocessError, yaml.YAMLError) as exc:
+        return None, str(exc)
+    if not isinstance(committed, dict):
+        return None, f"params.yaml at {commit} is not a mapping"
+    return flatten(committed), commit
+
+
 def params_section(params: Params) -> Section:
-    values, defaults = flatten(params.model_dump(mode="json")), flatten(Params().model_dump(mode="json"))
-    changed = [[k, cell(v), cell(defaults.get(k))] for k, v in values.items() if v != defaults.get(k)]
-    blocks = [
-        Table(["parameter", "value", "default"], changed) if changed else Text("All parameters at their defaults.")
-    ]
+    values = flatten(params.model_dump(mode="json"))
+    committed, commit = committed_params()
+    if committed is None:
+        blocks = [Text(f"Cannot tell which parameters differ from the committed `params.yaml` (git: {commit}).")]
+    else:
+        column = f"committed ({commit})"
+        changed = [
+            [k, cell(values[k]) if k in values else "(absent)", cell(committed[k]) if k in committed else "(absent)"]
+            for k in [*values, *(k for k in committed if k not in values)]
+            if values.get(k, ...) != committed.get(k, ...)
+        ]
+        blocks = (
+            [
+                Text(f"Parameters that differ from `params.yaml` as committed at git HEAD, commit `{commit}`:"),
+                Table(["parameter", "value", column], changed),
+            ]
+            if changed
+            else [Text(f"All parameters as committed in `params.yaml` at git HEAD, commit `{commit}`.")]
+        )
     blocks += [
-        Text("All of `params.yaml`, as validated, defaults filled in:"),
+        Text("All of `params.yaml`, as validated:"),
         Code(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)),
     ]
     return Section("Parameters", blocks)

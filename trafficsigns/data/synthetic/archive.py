@@ -165,7 +165,7 @@ def write_synthetic_gtsrb(
     seed: int,
     train_tracks_per_class: float,
     test_tracks_per_class: float,
-    frames_per_track: int = 30,
+    frames_per_track: int,
     min_size: int = 15,
     max_size: int = 120,
     workers: int | None = None,
