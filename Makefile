@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test test-fast bench grid compare plots-offline clean-venv
+.PHONY: repro test test-fast lint bench grid compare plots-offline clean-venv
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
@@ -16,6 +16,12 @@ repro: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	python -m pytest
+	$(MAKE) --no-print-directory lint
+
+# ruff: lint rules and the format check (configured in pyproject.toml).
+lint: $(VENV)/.installed
+	ruff check .
+	ruff format --check .
 
 test-fast: $(VENV)/.installed
 	python -m pytest -m "not slow"
