@@ -1,6 +1,7 @@
 """The real training loop on tiny data: every model trains, runs are deterministic, outputs are complete."""
 
 import json
+import typing
 
 import keras
 import numpy as np
@@ -19,6 +20,13 @@ def model_params(name: str, **widths) -> ModelParams:
 def train_params(**train) -> TrainParams:
     """The tiny tests' training (TINY_PARAMS on the committed params) with `train` overridden."""
     return tiny_params({"train": train}).train
+
+
+def test_every_model_name_has_a_builder_and_a_params_section():
+    """The names `model.name` accepts, the zoo's builders and params.yaml's sections are the same set."""
+    accepted = set(typing.get_args(ModelParams.model_fields["name"].annotation))
+    sections = set(make_params().model.model_dump()) - {"name", "conv_dropout"}
+    assert accepted == set(ARCHITECTURES) == sections
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
