@@ -87,6 +87,7 @@ PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
     )
     (root / "gres.conf").write_text(f"NodeName={host} Name=gpu File=/dev/null\n")
     env = {**os.environ, "SLURM_CONF": str(conf), "PATH": f"{os.environ['PATH']}:/usr/sbin:/sbin"}
+    overrides = {k: env[k] for k in ("SLURM_CONF", "PATH")}
     started = time.monotonic()
     daemons = []
     try:
@@ -97,7 +98,7 @@ PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 _until(lambda: _ok(["scontrol", "ping"], env), 30, root, "slurmctld answers", daemons)
         _until(lambda: "idle" in _out(["sinfo", "-h", "-o", "%t"], env), 60, root, "the node is idle", daemons)
         print(f"cluster start: {time.monotonic() - started:.1f} s")
-        yield env
+        yield overrides  # what every client command needs on top of the environment of the moment
     finally:
         for process in reversed(daemons):
             process.terminate()
@@ -134,7 +135,7 @@ def _in(repo: Path, env: dict, *args: str, check: bool = True) -> subprocess.Com
         cwd=repo,
         capture_output=True,
         text=True,
-        env={**env, "PATH": path, "DVC_NO_ANALYTICS": "1"},
+        env={**os.environ, **env, "PATH": path, "DVC_NO_ANALYTICS": "1"},
         stdin=subprocess.DEVNULL,
     )
     if check and result.returncode:
@@ -153,11 +154,20 @@ def _tiny_repo(tmp_path: Path) -> Path:
     return repo
 
 
-@pytest.fixture(params=["shared-cache", "local-remote"])
+@pytest.fixture(params=["shared-cache", "remote"])
 def dvc_remote(request, tmp_path):
-    """Where the tasks' outputs go: a shared cache folder (None), or the URL of a DVC remote (+ its config)."""
+    """Where the tasks' outputs go: None for a shared cache folder, else {"url": ..., "config": {option: value}},
+    a DVC remote (`dvc remote add -d` + `dvc remote modify` in the repo's .dvc/config.local).
+
+    "remote" is the S3 server of the `s3_remote` fixture when there is one (same shape, an empty bucket
+    path of its own), else a local-folder remote: the same code path in the tasks, without a server.
+    """
     if request.param == "shared-cache":
         return None
+    try:
+        return request.getfixturevalue("s3_remote")
+    except pytest.FixtureLookupError:
+        pass
     store = tmp_path / "dvc-remote"
     store.mkdir()
     return {"url": str(store), "config": {}}
@@ -186,6 +196,9 @@ def test_grid_on_slurm_every_good_row_comes_back_a_broken_one_is_reported(slurm,
         _in(repo, slurm, "dvc", "remote", "add", "--local", "-d", "team", dvc_remote["url"])
         for key, value in dvc_remote["config"].items():
             _in(repo, slurm, "dvc", "remote", "modify", "--local", "team", key, value)
+
+    gpu = Resources(cpus=1, mem="1G", gpus=1).sbatch_options()  # a GPU request the node accepts (gres.conf)
+    assert "to start at" in _in(repo, slurm, "sbatch", "--test-only", *gpu, "--wrap", "true").stderr
 
     (repo / "trafficsigns" / "helper.py").write_text("X = 1\n")
     refused = _in(repo, slurm, *submit, check=False)
@@ -236,4 +249,5 @@ def test_grid_on_slurm_every_good_row_comes_back_a_broken_one_is_reported(slurm,
 
     tasks = {p.stem: [int(w) for w in p.read_text().split()] for p in sorted(folder.glob("*.status"))}
     took = ", ".join(f"{task} {end - start} s" for task, (_, end, start) in tasks.items())
-    print(f"{'shared cache' if dvc_remote is None else 'remote'}: submit to last row {wall:.0f} s; tasks: {took}")
+    where = "shared cache" if dvc_remote is None else f"remote {dvc_remote['url']}"
+    print(f"{where}: submit to last row {wall:.0f} s; tasks: {took}")

@@ -58,7 +58,10 @@ class Resources:
 
 
 def _run(command: list[str], cwd: Path | None = None) -> str:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    try:
+        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise PipelineError(f"{command[0]}: not found (Slurm's clients run on the cluster's login node)") from None
     if result.returncode:
         raise PipelineError(f"`{shlex.join(command)}` failed: {(result.stderr or result.stdout).strip()}")
     return result.stdout.strip()
@@ -290,7 +293,7 @@ def status(folder: Path) -> list[tuple[int, str, str, str]]:
     return report
 
 
-def wait(folder: Path, poll_seconds: float = 10.0) -> list[tuple[int, str, str, str]]:
+def wait(folder: Path, poll_seconds: float = 5.0) -> list[tuple[int, str, str, str]]:
     record = json.loads((folder / SUBMISSION).read_text())
     while in_queue(record["data_job"], record["row_job"]):
         time.sleep(poll_seconds)
