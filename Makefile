@@ -35,6 +35,12 @@ JOBS ?= 1
 grid: $(VENV)/.installed
 	python -m trafficsigns grid --start -j $(JOBS) --wait
 
+# The same grid on Slurm: job arrays, one task per row, each in its own clone of HEAD (README, "Running
+# on a cluster"); SLURM passes options, e.g. make cluster-grid SLURM="--cpus 8 --mem 32G --gpus 1 --wait".
+.PHONY: cluster-grid
+cluster-grid: $(VENV)/.installed
+	python -m trafficsigns grid --slurm $(SLURM)
+
 # One table over all experiments: reports/compare.html (self-contained) and reports/compare.md.
 compare: $(VENV)/.installed
 	python -m trafficsigns compare

@@ -1,49 +1,69 @@
 #!/bin/bash
-# One experiment of grid.yaml per Slurm array task, as FIDLE ran its GTSRB grid on Jean Zay.
-# NOT RUN where this project was written (no cluster there): read it as a template and adapt the
-# #SBATCH lines and the module/venv set-up to your site.
+# One Slurm array task of a grid: submitted by `python -m trafficsigns grid --slurm` (`make cluster-grid`),
+# which sets the variables below and the resources (sbatch options); not meant to be sbatch'ed by hand.
 #
-#   git commit ...                                              # tasks clone the repo: commit first
-#   N=$(python -m trafficsigns grid --list | wc -l)
-#   sbatch --array=0-$((N - 1))%4 batch/slurm_experiment.sh     # at most 4 tasks at once
+#   MODE=data  task i runs download → prepare → augment for data config i of the grid (rows that differ
+#              only in model/train params share one), so that the rows restore them from DVC's run-cache
+#   MODE=row   task i runs grid row i as the experiment grid-<array job id>-<i> and pushes it back:
+#              its git ref to $REPO, its outputs to the shared DVC cache or the DVC remote
 #
-# Task i clones the repo at the submitted commit into node-local scratch (no two tasks share a
-# workspace, so none of the DVC queue's parallel-worker clashes), runs row i of the grid
-# (`python -m trafficsigns grid --row i`) with `dvc exp run`, and pushes the experiment: its git ref
-# to the repo it came from, its outputs to the DVC remote (or leaves them in a shared DVC cache).
-# Then, in your checkout: `dvc exp pull origin --all-commits` (or `dvc exp list origin`), `make compare`.
-#
+# Each task works in its own clone of $REPO at $COMMIT (node-local scratch, deleted at the end).
 #SBATCH --job-name=trafficsigns-grid
-#SBATCH --output=logs/slurm/%x-%A_%a.out
-#SBATCH --time=02:00:00
-#SBATCH --cpus-per-task=8
-#SBATCH --mem=32G
-#SBATCH --gres=gpu:1
-# With --gres=gpu:N (N > 1), train.distribute: auto trains with tf.distribute.MirroredStrategy over the N GPUs.
 set -euo pipefail
 
-: "${SLURM_ARRAY_TASK_ID:?submit with sbatch --array=0-N (see the top of this file)}"
-REPO=${REPO:-$SLURM_SUBMIT_DIR}                     # a path or git URL every node can reach
-COMMIT=${COMMIT:-$(git -C "$SLURM_SUBMIT_DIR" rev-parse HEAD)}
-DVC_CACHE=${DVC_CACHE:-}                            # e.g. a shared $WORK/dvc-cache: GTSRB downloaded once
-NAME=grid-${SLURM_ARRAY_JOB_ID}-${SLURM_ARRAY_TASK_ID}
-CLONE=${SLURM_TMPDIR:-${TMPDIR:-/tmp}}/trafficsigns-$NAME
+: "${SLURM_ARRAY_TASK_ID:?run through python -m trafficsigns grid --slurm (an array job)}"
+: "${REPO:?}" "${COMMIT:?}" "${TASKS:?}" "${MODE:?}"  # TASKS: one line per index, "<i>\t<dvc exp run -S args>"
+DVC_CACHE=${DVC_CACHE:-}  # a shared DVC cache folder; empty: the DVC remote DVC_REMOTE (node-local cache)
+DVC_REMOTE=${DVC_REMOTE:-}
+I=$SLURM_ARRAY_TASK_ID
+STATUS=$(dirname "$TASKS")/$MODE-$I.status
+NAME=grid-${SLURM_ARRAY_JOB_ID}-$I
+CLONE=${SLURM_TMPDIR:-${TMPDIR:-/tmp}}/trafficsigns-$MODE-${SLURM_ARRAY_JOB_ID}-$I
+START=$(date +%s)
+echo "start $START" > "$STATUS"  # then "<exit status> <end> <start>", seconds since the epoch
+trap 'rc=$?; echo "$rc $(date +%s) $START" > "$STATUS"; cd / && rm -rf "$CLONE"' EXIT
 
 # module load python/3.11 cuda/12      # site-specific
-git clone --quiet "$REPO" "$CLONE"
-cd "$CLONE"
-git checkout --quiet "$COMMIT"
-if [ -n "${VENV:-}" ]; then source "$VENV/bin/activate"; else make .venv/.installed && source .venv/bin/activate; fi
-export DVC_NO_ANALYTICS=1
-[ -n "$DVC_CACHE" ] && dvc cache dir --local "$DVC_CACHE" && dvc config --local cache.shared group
-
-ARGS=$(python -m trafficsigns grid --row "$SLURM_ARRAY_TASK_ID")    # e.g. -S model.name=v1 -S prepare.mode=RGB
-echo "task $SLURM_ARRAY_TASK_ID on $(hostname): dvc exp run -n $NAME $ARGS"
-eval "dvc exp run -n $NAME $ARGS" </dev/null
-
-if [ -n "$DVC_CACHE" ]; then
-  dvc exp push --no-cache origin "$NAME"             # the outputs are already in the shared cache
-else
-  dvc exp push origin "$NAME"                        # outputs to the default DVC remote (dvc remote add -d ...)
+if [ -n "${VENV:-}" ]; then
+  source "$VENV/bin/activate"
+else  # one venv per node and lock file, installed by the first task that needs it, under a lock
+  HASH=$(cat "$REPO/requirements.lock" | sha256sum | cut -c1-12)
+  VENV=${VENV_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/trafficsigns}/venv-$(hostname -s)-$HASH
+  mkdir -p "$(dirname "$VENV")"
+  (
+    flock 9
+    if [ ! -e "$VENV/.installed" ]; then
+      python3 -m venv "$VENV"
+      "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REPO/requirements.lock"
+      touch "$VENV/.installed"
+    fi
+  ) 9>"$VENV.lock"
+  source "$VENV/bin/activate"
 fi
-cd / && rm -rf "$CLONE"
+export DVC_NO_ANALYTICS=1 PYTHONDONTWRITEBYTECODE=1  # no __pycache__ in the dependency folders' hashes
+
+git clone --quiet --no-checkout "$REPO" "$CLONE"
+cd "$CLONE"
+git checkout --quiet --detach "$COMMIT"
+python -m trafficsigns.experiments.slurm configure "$REPO" "$DVC_CACHE" "$DVC_REMOTE"
+
+ARGS=$(awk -F'\t' -v i="$I" '$1 == i { print $2 }' "$TASKS")
+[ -n "$ARGS" ] || { echo "no task $I in $TASKS" >&2; exit 2; }
+PULL=$([ -z "$DVC_CACHE" ] && echo --pull || true)  # remote: its run-cache and outputs, when it has them
+echo "$MODE $I on $(hostname) at $COMMIT: $ARGS"
+if [ "$MODE" = data ]; then
+  eval "dvc exp run $PULL $ARGS augment" </dev/null  # the run-cache records each stage
+  if [ -z "$DVC_CACHE" ]; then
+    dvc push --run-cache --with-deps augment
+    python -m trafficsigns.experiments.slurm uncached push  # the figures, which the line above leaves out
+  fi
+else
+  [ -n "$DVC_CACHE" ] || python -m trafficsigns.experiments.slurm uncached pull
+  eval "dvc exp run $PULL -n $NAME $ARGS" </dev/null
+  if [ -n "$DVC_CACHE" ]; then
+    dvc exp push --no-cache origin "$NAME"  # its outputs are in the shared cache already
+  else
+    dvc exp push --run-cache origin "$NAME"
+  fi
+fi
+echo "$MODE $I done"

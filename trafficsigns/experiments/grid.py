@@ -28,6 +28,7 @@ from trafficsigns.core.config import parse_params, read_yaml
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.core.paths import GRID_FILE, QUEUE_LOG
 from trafficsigns.core.shell import at_least
+from trafficsigns.experiments.slurm import Resources, rows_arg
 
 log = logging.getLogger(__name__)
 SOURCES = ("*.py", "dvc.yaml", "params.yaml", "pyproject.toml", "requirements.lock")
@@ -217,15 +218,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="parallel workers (default: %(default)s; several can fail on a shared cache)",
     )
-    parser.add_argument("--wait", action="store_true", help="with --start: return when the queue is empty")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --start: return when the queue is empty; with --slurm: when the jobs end",
+    )
     show = parser.add_mutually_exclusive_group()
     show.add_argument("--list", action="store_true", help="print the combinations, numbered from 0; queue nothing")
     show.add_argument(
         "--row",
         type=at_least(0),
         metavar="N",
-        help="print combination N as `-S key=value` arguments (for batch/slurm_experiment.sh)",
+        help="print combination N as `-S key=value` arguments",
     )
+    slurm = parser.add_argument_group("Slurm (see README, Running on a cluster)")
+    slurm.add_argument("--slurm", action="store_true", help="submit the grid as Slurm job arrays, one task per row")
+    slurm.add_argument(
+        "--slurm-status", nargs="?", const="", metavar="DIR", help="each row's state (default: the last submission)"
+    )
+    slurm.add_argument("--rows", type=rows_arg, metavar="0,3,5-7", help="only these rows (default: all)")
+    slurm.add_argument("--cpus", type=at_least(1), default=Resources.cpus, help="per task (default: %(default)s)")
+    slurm.add_argument("--mem", default=Resources.mem, help="per task (default: %(default)s)")
+    slurm.add_argument("--time", default=Resources.time, help="per task (default: %(default)s)")
+    slurm.add_argument("--gpus", type=at_least(0), default=0, help="per task, --gres=gpu:N (default: none)")
+    slurm.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    slurm.add_argument("--parallel", type=at_least(1), help="at most N rows at once (default: as resources allow)")
+    slurm.add_argument("--sbatch", action="append", default=[], metavar="OPTION", help="more sbatch options")
+    slurm.add_argument("--cache", help="shared DVC cache folder (default: the DVC remote if one is set, else ours)")
+    slurm.add_argument("--remote", help="DVC remote for the outputs (default: the default remote)")
+    slurm.add_argument("--venv", help="venv every node can reach (default: this one; '' = one per node)")
+    slurm.add_argument("--name", default="grid", help="job name (default: %(default)s)")
+
+
+def run_slurm(grid: dict[str, list], args: argparse.Namespace) -> int:
+    from trafficsigns.experiments import slurm
+
+    resources = slurm.Resources(
+        args.cpus, args.mem, args.time, args.gpus, args.partition, args.parallel, [*args.sbatch]
+    )
+    folder = slurm.submit(
+        grid, resources, rows=args.rows, cache=args.cache, remote=args.remote, venv=args.venv, name=args.name
+    )
+    record = json.loads((folder / slurm.SUBMISSION).read_text())
+    print(
+        f"submitted {len(record['rows'])} rows as job {record['row_job']} (after data job {record['data_job']}); "
+        f"logs in {folder}/; `squeue -j {record['data_job']},{record['row_job']}` to watch, "
+        f"`python -m trafficsigns grid --slurm-status` for each row",
+        file=sys.stderr,
+    )
+    if args.wait:
+        return slurm.print_status(slurm.wait(folder))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -241,6 +284,13 @@ def run(args: argparse.Namespace) -> int:
         check_grid(grid)
         print(shlex.join(set_args(combos[args.row])))
         return 0
+    if args.slurm_status is not None:
+        from trafficsigns.experiments import slurm
+
+        folder = Path(args.slurm_status) if args.slurm_status else slurm.latest_folder()
+        return slurm.print_status(slurm.wait(folder) if args.wait else slurm.status(folder))
+    if args.slurm:
+        return run_slurm(grid, args)
     if args.wait and not args.start:
         raise PipelineError("--wait needs --start (nothing runs the queue otherwise)")
     size = queue_grid(grid, start=args.start, jobs=args.jobs, wait=args.wait)
