@@ -245,23 +245,22 @@ def measure_repro(scale: str, work: Path, baseline_stages: float) -> dict:
 
 
 def rate(ours: float, baseline: float, unit: str) -> dict:
-    return {
-        "unit": unit,
-        "better": "higher",
-        "ours": ours,
-        "baseline": baseline,
-        "ratio": ours / baseline,
-        "load_average": os.getloadavg()[0],
-    }
+    """A figure where higher is better (images/s): the ratio is ours / baseline."""
+    return _figure(ours, baseline, unit, "higher", ours / baseline)
 
 
 def cost(ours: float, baseline: float, unit: str) -> dict:
+    """A figure where lower is better (seconds, MiB): the ratio is baseline / ours."""
+    return _figure(ours, baseline, unit, "lower", baseline / ours)
+
+
+def _figure(ours: float, baseline: float, unit: str, better: str, ratio: float) -> dict:
     return {
         "unit": unit,
-        "better": "lower",
+        "better": better,
         "ours": ours,
         "baseline": baseline,
-        "ratio": baseline / ours,
+        "ratio": ratio,
         "load_average": os.getloadavg()[0],
     }
 

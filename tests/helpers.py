@@ -114,6 +114,11 @@ def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess
     return result
 
 
+def exp_run(repo: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`dvc exp run -S key=value ...` in `repo`; each override is one `key=value`."""
+    return sh(repo, "dvc", "exp", "run", *(arg for o in overrides for arg in ("-S", o)))
+
+
 def copy_repo(dest: Path, params: dict | None = None) -> Path:
     """The repo's files as git sees them (tracked + new, not ignored), committed in a fresh git repo;
     `params` are overrides on the committed params.yaml."""

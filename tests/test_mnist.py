@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import copy_repo, make_params, sh
+from tests.helpers import copy_repo, exp_run, make_params
 from tests.test_pipeline import TINY
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.data.dataset import read_mnist
@@ -65,20 +65,7 @@ def test_bad_npz_is_named(tmp_path):
 @pytest.mark.parametrize("model", ["mnist_cnn", "dnn"])
 def test_mnist_exp_run_end_to_end(mirror, tmp_path, model):
     repo = copy_repo(tmp_path, {"train": TINY["train"]})
-    sh(
-        repo,
-        "dvc",
-        "exp",
-        "run",
-        "-S",
-        "data.source=mnist",
-        "-S",
-        f"data.mirror={mirror}",
-        "-S",
-        "data.verify=false",
-        "-S",
-        f"model.name={model}",
-    )
+    exp_run(repo, "data.source=mnist", f"data.mirror={mirror}", "data.verify=false", f"model.name={model}")
     metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
     assert metrics["images"] == 200 and 0.0 <= metrics["accuracy"] <= 1.0
     assert (repo / "plots" / "evaluate" / "worst_errors.png").exists()

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from tests.helpers import ROOT, copy_repo, sh
+from tests.helpers import ROOT, copy_repo, exp_run, sh
 
 pytestmark = pytest.mark.slow
 
@@ -38,20 +38,7 @@ def test_tiny_pipeline_through_dvc(tmp_path):
     # A train.* change re-runs train and evaluate only.
     assert json.loads((repo / "metrics" / "export.json").read_text()) == {"enabled": False}
 
-    sh(
-        repo,
-        "dvc",
-        "exp",
-        "run",
-        "-S",
-        "train.epochs=1",
-        "-S",
-        "model.mnist_cnn.filters=4",
-        "-S",
-        "export.enabled=true",
-        "-S",
-        "train.tensorboard=true",
-    )
+    exp_run(repo, "train.epochs=1", "model.mnist_cnn.filters=4", "export.enabled=true", "train.tensorboard=true")
     assert any((repo / "logs" / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard logs"
     rows = list(csv.DictReader(io.StringIO(sh(repo, "dvc", "exp", "show", "--csv").stdout)))
     assert any(row.get("model.mnist_cnn.filters") == "4" and row.get("accuracy") for row in rows), rows

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trafficsigns.core.errors import PipelineError
+from trafficsigns.core.shell import setup_logging
 
 log = logging.getLogger(__name__)
 SCRIPT = Path("batch/slurm_experiment.sh")
@@ -332,7 +333,7 @@ def rows_arg(text: str) -> list[int]:
 def main(argv: list[str]) -> int:
     """The batch script's helpers: `python -m trafficsigns.experiments.slurm configure REPO CACHE REMOTE`,
     `... uncached push|pull`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     if len(argv) == 4 and argv[0] == "configure":
         configure(*argv[1:])
     elif len(argv) == 2 and argv[0] == "uncached" and argv[1] in ("push", "pull"):

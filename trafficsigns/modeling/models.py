@@ -31,6 +31,11 @@ def classifier(num_classes: int) -> layers.Dense:
     return layers.Dense(num_classes, activation="softmax", dtype="float32")
 
 
+def dense_head(dense: int, dropout: float, num_classes: int) -> list[layers.Layer]:
+    """Flatten-Dense-Drop-Softmax: the classifier of FIDLE's v1 family and v2."""
+    return [layers.Flatten(), layers.Dense(dense, activation="relu"), layers.Dropout(dropout), classifier(num_classes)]
+
+
 def two_conv_net(
     input_shape, num_classes: int, filters: int, dense: int, dropout: float, conv_dropout: float, name: str
 ) -> keras.Model:
@@ -44,10 +49,7 @@ def two_conv_net(
             layers.Conv2D(2 * filters, kernel_size=(3, 3), activation="relu"),
             layers.MaxPooling2D(pool_size=(2, 2)),
             layers.Dropout(conv_dropout),
-            layers.Flatten(),
-            layers.Dense(dense, activation="relu"),
-            layers.Dropout(dropout),
-            classifier(num_classes),
+            *dense_head(dense, dropout, num_classes),
         ],
         name=name,
     )
@@ -69,10 +71,7 @@ def vgg_net(
         [
             keras.Input(shape=input_shape),
             *blocks,
-            layers.Flatten(),
-            layers.Dense(dense, activation="relu"),
-            layers.Dropout(dropout),
-            classifier(num_classes),
+            *dense_head(dense, dropout, num_classes),
         ],
         name=name,
     )
