@@ -11,10 +11,15 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	touch $@
 
+# The remote tests' S3 server (SeaweedFS); their SSH server is the system's sshd (.ci/run installs it).
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.lock
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -r requirements-test.lock
+	touch $@
+
 repro: $(VENV)/.installed
 	dvc repro
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	python -m pytest
 	$(MAKE) --no-print-directory lint
 
@@ -23,7 +28,7 @@ lint: $(VENV)/.installed
 	ruff check .
 	ruff format --check .
 
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed-test
 	python -m pytest -m "not slow"
 
 # Ours vs the FIDLE notebooks' way, each stage, in one run (full GTSRB scale; ~20 min on 2 CPU cores).

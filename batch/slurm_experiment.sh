@@ -55,10 +55,8 @@ if [ "$MODE" = data ]; then
   eval "dvc exp run $PULL $ARGS augment" </dev/null  # the run-cache records each stage
   if [ -z "$DVC_CACHE" ]; then
     dvc push --run-cache --with-deps augment
-    python -m trafficsigns.experiments.slurm uncached push  # the figures, which the line above leaves out
   fi
 else
-  [ -n "$DVC_CACHE" ] || python -m trafficsigns.experiments.slurm uncached pull
   eval "dvc exp run $PULL -n $NAME $ARGS" </dev/null
   if [ -n "$DVC_CACHE" ]; then
     dvc exp push --no-cache origin "$NAME"  # its outputs are in the shared cache already

@@ -46,3 +46,16 @@ def tiny_dataset(tiny_raw_master, tmp_path_factory) -> Path:
     project = make_project(tmp_path_factory.mktemp("project"), raw=tiny_raw_master)
     run_stages(project, tiny_params(), "prepare")
     return project / "data" / "prepared" / "dataset.h5"
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_repo(tmp_path_factory) -> Path:
+    """A throw-away copy of this repo on tiny params after `dvc repro`, everything committed: the reference
+    run that the reproducibility, run-cache and remote tests compare against. Slow tests only."""
+    from tests.test_pipeline import TINY, copy_repo, sh
+
+    repo = copy_repo(tmp_path_factory.mktemp("reproduced"), TINY)
+    sh(repo, "dvc", "repro")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "reproduced")
+    return repo

@@ -84,3 +84,11 @@ def test_with_model_and_dataset_all_figures(rgb_model_and_dataset, tmp_path):
         "3_relu_maxpool.png",
         "4_gd_vs_sgd.png",
     ]
+
+
+def test_the_stage_figures_are_the_same_bytes_every_run(tmp_path):
+    """The pipeline draws figure 4 against updates, not wall time: a re-run gives the same file."""
+    from trafficsigns.explain.demystify import gd_vs_sgd_figure
+
+    a, b = (gd_vs_sgd_figure(tmp_path / f"{n}.png", seed=0, digits=60, epochs=1, wall_time=False) for n in "ab")
+    assert a.read_bytes() == b.read_bytes()

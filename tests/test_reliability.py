@@ -282,7 +282,8 @@ def test_prepare_killed_takes_its_pool_workers_along(tiny_raw):
 def test_train_killed_mid_run_resumes_with_same_step_numbering(tiny_dataset, tmp_path):
     project = make_project(tmp_path, prepared=tiny_dataset)
     params = merge(TINY_PARAMS, {"train": {"epochs": 40}})
-    last, best = project / "models" / "last.keras", project / "models" / "best.keras"
+    checkpoints = project / "data" / "checkpoints"
+    last, best = checkpoints / "last.keras", checkpoints / "best.keras"
     _finished(_stage("augment", project, params), project)
     proc = _stage("train", project, params)
     _wait_for(lambda: last.exists(), stage=(proc, project))
@@ -293,10 +294,13 @@ def test_train_killed_mid_run_resumes_with_same_step_numbering(tiny_dataset, tmp
 
     done = read_model_metadata(last)["epoch"]
     assert 1 <= done < 40
+    # The outputs are published only once training ends, and DVC deletes them before a run anyway:
+    # the resume state must not be among them.
+    assert not (project / "models").exists() and not (project / "metrics").exists()
 
     resumed = merge(params, {"train": {"epochs": done + 2, "resume": True}})
     _finished(_stage("train", project, resumed), project)
-    assert read_model_metadata(last)["epoch"] == done + 2
+    assert read_model_metadata(project / "models" / "last.keras")["epoch"] == done + 2
     steps = [
         int(r.split("\t")[0])
         for r in (project / "metrics/train/plots/metrics/val/accuracy.tsv").read_text().splitlines()[1:]
@@ -310,7 +314,8 @@ def test_resume_repairs_logs_a_kill_cut_short(tiny_dataset, tmp_path):
     from trafficsigns.stages import augment, train
 
     make_project(tmp_path, prepared=tiny_dataset)
-    live = tmp_path / "metrics" / "train"
+    live = tmp_path / "data" / "checkpoints" / "live"  # dvclive's own log, beside the checkpoints
+    published = tmp_path / "metrics" / "train"
     with contextlib.chdir(tmp_path):
         augment.main(tiny_params())
         train.main(tiny_params())
@@ -319,10 +324,12 @@ def test_resume_repairs_logs_a_kill_cut_short(tiny_dataset, tmp_path):
             tsv.write("2\t0.12")  # a step past the checkpoint, its line cut short
         (live / "plots/metrics/extra.tsv").write_text("st")  # a header cut short
         train.main(tiny_params({"train": {"epochs": 3, "resume": True}}))
-    rows = (live / "plots/metrics/val/accuracy.tsv").read_text().splitlines()
-    assert [row.split("\t")[0] for row in rows] == ["step", "0", "1", "2"]
-    assert not (live / "plots/metrics/extra.tsv").exists()
-    assert json.loads((live / "metrics.json").read_text())["step"] == 2
+    for folder in (live, published):
+        rows = (folder / "plots/metrics/val/accuracy.tsv").read_text().splitlines()
+        assert [row.split("\t")[0] for row in rows] == ["step", "0", "1", "2"]
+        assert not (folder / "plots/metrics/extra.tsv").exists()
+        assert json.loads((folder / "metrics.json").read_text())["step"] == 2
+    assert len(json.loads((tmp_path / "metrics" / "timings.json").read_text())["per_epoch"]["epoch_seconds"]) == 3
 
 
 def test_resume_refuses_a_checkpoint_from_other_settings(tiny_dataset, tmp_path):

@@ -92,12 +92,21 @@ def test_train_and_evaluate_are_deterministic_and_complete(tiny_dataset, tmp_pat
         assert np.array_equal(wa, wb)
 
     project = tmp_path / "a"
+    epochs = TINY_PARAMS["train"]["epochs"]
     live = json.loads((project / "metrics" / "train" / "metrics.json").read_text())
-    assert {"train", "val", "epoch_seconds", "images_per_second", "best_val_accuracy"} <= set(live)
-    assert live["step"] == TINY_PARAMS["train"]["epochs"] - 1
-    for curve in ("train/accuracy", "val/accuracy", "train/loss", "val/loss", "images_per_second"):
-        rows = (project / "metrics" / "train" / "plots" / "metrics" / f"{curve}.tsv").read_text().splitlines()
-        assert len(rows) == 1 + TINY_PARAMS["train"]["epochs"]
+    assert {"train", "val", "best_val_accuracy", "parameters"} <= set(live)
+    assert live["step"] == epochs - 1
+    curves = project / "metrics" / "train" / "plots" / "metrics"
+    for curve in ("train/accuracy", "val/accuracy", "train/loss", "val/loss"):
+        assert len((curves / f"{curve}.tsv").read_text().splitlines()) == 1 + epochs
+    # Wall-clock figures only in the timings file, so everything else is the same bytes run to run.
+    timings = json.loads((project / "metrics" / "timings.json").read_text())
+    assert {"train_seconds", "epoch_seconds", "images_per_second"} <= set(timings)
+    assert [len(timings["per_epoch"][k]) for k in ("epoch_seconds", "images_per_second")] == [epochs, epochs]
+    assert not {"train_seconds", "epoch_seconds", "images_per_second"} & set(live)
+    assert sorted(p.name for p in curves.rglob("*.tsv")) == ["accuracy.tsv", "accuracy.tsv", "loss.tsv", "loss.tsv"]
+    for name in ("models/best.keras", "models/last.keras", "metrics/train/metrics.json", "metrics/evaluate.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert (project / "models" / "last.keras").exists()
     assert set(first) == {"accuracy", "top5_accuracy", "macro_f1", "loss", "images"}
     plots = project / "plots" / "evaluate"
@@ -130,6 +139,8 @@ def train_tiny(tiny_dataset, tmp_path, **train):
         tmp_path / "live",
         tmp_path / "tb",
         params.augment,
+        tmp_path / "checkpoints",
+        tmp_path / "timings.json",
     )
 
 
@@ -236,7 +247,8 @@ training.distribution_strategy = lambda params: tf.distribute.MirroredStrategy([
 out = Path(sys.argv[2])
 params = tiny_params()
 summary = training.train(read_dataset(sys.argv[1], ("train", "val")), params.model, params.train,
-                         out / "best.keras", out / "last.keras", out / "live", out / "tb", params.augment)
+                         out / "best.keras", out / "last.keras", out / "live", out / "tb", params.augment,
+                         out / "checkpoints", out / "timings.json")
 print("replicas", training.load_model(out / "best.keras") is not None, summary["epochs_done"])
 """
 

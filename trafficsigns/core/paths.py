@@ -10,9 +10,13 @@ AUGMENTED = Path("data/augmented/train.h5")  # the training split, augmented; va
 AUGMENT_PLOTS = Path("plots/augment")
 BEST_MODEL = Path("models/best.keras")
 LAST_MODEL = Path("models/last.keras")
+# train's resume state (checkpoints, dvclive's step logs), outside DVC's outputs as DOWNLOAD_CACHE is: DVC
+# deletes a stage's outputs before running it, and a stage with `persist` outputs gets no run-cache.
+CHECKPOINT_DIR = Path("data/checkpoints")
 TENSORBOARD_DIR = Path("logs/tensorboard")
 QUEUE_LOG = Path("logs/queue.log")  # the DVC queue workers of `python -m trafficsigns grid`
 TRAIN_LIVE_DIR = Path("metrics/train")
+TRAIN_TIMINGS = Path("metrics/timings.json")  # train's wall-clock figures; no later stage reads them
 EVALUATE_METRICS = Path("metrics/evaluate.json")
 EVALUATE_PLOTS = Path("plots/evaluate")
 EXPORT_DIR = Path("models/export")

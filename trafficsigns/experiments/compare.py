@@ -24,6 +24,7 @@ from trafficsigns.core.paths import (
     COMPARE_MD,
     EVALUATE_METRICS,
     TRAIN_SUMMARY,
+    TRAIN_TIMINGS,
 )
 from trafficsigns.reporting.document import Figure, Section, Table, Text, write_document
 from trafficsigns.reporting.runs import curve_file, curves_figure, flatten, parse_curve
@@ -102,6 +103,7 @@ def table(exps: list[Experiment]) -> Table:
     rows = []
     for e in exps:
         evaluation, training = e.metrics[str(EVALUATE_METRICS)], e.metrics.get(str(TRAIN_SUMMARY), {})
+        timings = e.metrics.get(str(TRAIN_TIMINGS)) or training  # experiments from before timings.json: in training
         p = e.params
         size = e.sizes.get(str(BEST_MODEL))
         rows.append(
@@ -112,7 +114,7 @@ def table(exps: list[Experiment]) -> Table:
                 ", ".join(f"{k}={p.get(k)}" for k in varying) or "-",
                 f"{evaluation['accuracy']:.2%}",
                 f"{evaluation['macro_f1']:.4f}",
-                f"{training['train_seconds']:.0f}" if "train_seconds" in training else "-",
+                f"{timings['train_seconds']:.0f}" if "train_seconds" in timings else "-",
                 f"{training['parameters']:,}" if "parameters" in training else "-",
                 f"{size / 2**20:.1f}" if size else "-",
             ]

@@ -124,53 +124,6 @@ def configure(repo: str, cache: str, remote: str) -> None:
             conf["core"]["remote"] = remote
 
 
-def uncached_outs(dvc_yaml: Path = Path("dvc.yaml")) -> set[str]:
-    """The data stages' outputs with `cache: false` (their figures)."""
-    import yaml
-
-    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
-    found = set()
-    for name in DATA_STAGES:
-        for section in ("outs", "plots", "metrics"):
-            for entry in stages.get(name, {}).get(section) or []:
-                if isinstance(entry, dict):
-                    found.update(path for path, opts in entry.items() if (opts or {}).get("cache") is False)
-    return found
-
-
-def sync_uncached(direction: str) -> None:
-    """Push or pull the objects of the data stages' `cache: false` outputs named by DVC's run-cache entries.
-
-    DVC's run-cache records those outputs and needs them in the local cache to restore a stage, but
-    `dvc push --run-cache` and `dvc exp run --pull` move only the cached ones (DVC 3.67), so with a
-    remote and no shared cache, prepare and augment would re-run in every task without this.
-    """
-    import yaml
-    from dvc.repo import Repo
-    from dvc_data.hashfile.hash_info import HashInfo
-    from dvc_data.hashfile.tree import Tree, TreeError
-
-    paths = uncached_outs()
-    with Repo(".") as repo:
-        if direction == "pull":
-            repo.stage_cache.pull(None)  # the remote's run-cache entries, as `dvc exp run --pull` would
-        objs = set()
-        for entry in Path(repo.stage_cache.cache_dir).rglob("*"):
-            if entry.is_file():
-                for out in (yaml.safe_load(entry.read_text()) or {}).get("outs") or []:
-                    if out.get("path") in paths and out.get("md5"):
-                        objs.add(HashInfo(out.get("hash", "md5"), out["md5"]))
-        move = repo.cloud.push if direction == "push" else repo.cloud.pull
-        moved = len(move(objs).transferred) if direction == "pull" else 0  # the folders' listings first
-        for folder in list(objs):  # then their files, which a folder's hash alone does not bring along
-            try:
-                objs.update(hash_info for _, _, hash_info in Tree.load(repo.cache.local, folder))
-            except (FileNotFoundError, TreeError):
-                log.warning("%s: not in the cache, nor on the remote", folder)
-        moved += len(move(objs).transferred)
-    log.info("%s the run-cached figures: %d objects, %d moved", direction, len(objs), moved)
-
-
 def sbatch(options: list[str], env: dict[str, str]) -> str:
     """Submit; returns the job id."""
     exports = ",".join(["ALL", *(f"{k}={v}" for k, v in env.items())])
@@ -331,13 +284,10 @@ def rows_arg(text: str) -> list[int]:
 
 
 def main(argv: list[str]) -> int:
-    """The batch script's helpers: `python -m trafficsigns.experiments.slurm configure REPO CACHE REMOTE`,
-    `... uncached push|pull`."""
+    """The batch script's helper: `python -m trafficsigns.experiments.slurm configure REPO CACHE REMOTE`."""
     setup_logging()
     if len(argv) == 4 and argv[0] == "configure":
         configure(*argv[1:])
-    elif len(argv) == 2 and argv[0] == "uncached" and argv[1] in ("push", "pull"):
-        sync_uncached(argv[1])
     else:
         print(main.__doc__, file=sys.stderr)
         return 2

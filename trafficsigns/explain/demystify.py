@@ -85,9 +85,20 @@ def _optional_input(given: Path | None, default: Path, what: str, fallback: str)
 
 
 def demystify(
-    out: Path, model: Path | None, dataset: Path | None, *, seed: int = 0, digits: int = 2000, epochs: int = 3
+    out: Path,
+    model: Path | None,
+    dataset: Path | None,
+    *,
+    seed: int = 0,
+    digits: int = 2000,
+    epochs: int = 3,
+    wall_time: bool = True,
 ) -> list[Path]:
-    """Write the figures under `out`; return their paths."""
+    """Write the figures under `out`; return their paths.
+
+    `wall_time=False` (the pipeline stage) draws figure 4's second panel against parameter updates
+    instead of seconds, so that the figures are the same bytes on every run; the seconds are logged.
+    """
     image, caption = sample_image(dataset, seed)
     written = [classic_kernels_figure(_with_channels(image, 1), caption, out / CLASSIC_KERNELS_PNG)]
     if model is None:
@@ -98,7 +109,7 @@ def demystify(
         image_for_layer = _with_channels(image, layer.w.shape[2])
         written += first_layer_figures(layer, image_for_layer, caption, out)
     written.append(relu_maxpool_figure(layer, image_for_layer, caption, out / RELU_MAXPOOL_PNG))
-    written.append(gd_vs_sgd_figure(out / GD_VS_SGD_PNG, seed=seed, digits=digits, epochs=epochs))
+    written.append(gd_vs_sgd_figure(out / GD_VS_SGD_PNG, seed=seed, digits=digits, epochs=epochs, wall_time=wall_time))
     for path in written:
         log.info("wrote %s", path)
     return written
@@ -351,9 +362,10 @@ def _mixed_patch(a: np.ndarray) -> tuple[int, int]:
 # Figure 4: gradient descent vs SGD at equal compute
 
 
-def gd_vs_sgd_figure(path: Path, *, seed: int, digits: int, epochs: int) -> Path:
+def gd_vs_sgd_figure(path: Path, *, seed: int, digits: int, epochs: int, wall_time: bool = True) -> Path:
     """Train the same tiny NumPy CNN from the same start with batch = all / 32 / 1 for the same epochs:
-    the same examples processed (the same compute), in epochs, epochs·⌈N/32⌉ and epochs·N updates."""
+    the same examples processed (the same compute), in epochs, epochs·⌈N/32⌉ and epochs·N updates.
+    The second panel is against wall time, or with `wall_time=False` against updates (reproducible)."""
     x, y = render_digits(digits, seed)
     x_test, y_test = render_digits(max(digits // 4, 10), seed, stream=1)
     x, x_test = (v[..., None].astype(np.float32) / 255 for v in (x, x_test))
@@ -385,15 +397,21 @@ def gd_vs_sgd_figure(path: Path, *, seed: int, digits: int, epochs: int) -> Path
             history.loss[-1],
             100 * accuracy,
         )
-        label = (
-            f"{name}, batch {batch}, η = {lr:g}: {history.updates} updates, {history.seconds[-1]:.1f} s, "
-            f"test acc. {accuracy:.0%}"
-        )
+        seconds = f"{history.seconds[-1]:.1f} s, " if wall_time else ""
+        label = f"{name}, batch {batch}, η = {lr:g}: {history.updates} updates, {seconds}test acc. {accuracy:.0%}"
         marker = "." if history.updates < 20 else None  # so GD's few steps show
         ax_examples.plot(history.examples, history.loss, marker=marker, label=label)
-        ax_time.plot(history.seconds, history.loss, marker=marker, label=label)
+        if wall_time:
+            ax_time.plot(history.seconds, history.loss, marker=marker, label=label)
+        else:  # updates so far: whole epochs of ⌈N/B⌉ batches, then the batches of the current one
+            steps = [e // len(x) * -(-len(x) // batch) + -(-(e % len(x)) // batch) for e in history.examples]
+            ax_time.plot(steps, history.loss, marker=marker, label=label)
     ax_examples.set_xlabel("training examples processed (compute)")
-    ax_time.set_xlabel("training wall time (s, evaluation excluded)")
+    if wall_time:
+        ax_time.set_xlabel("training wall time (s, evaluation excluded)")
+    else:
+        ax_time.set_xscale("symlog", linthresh=1)
+        ax_time.set_xlabel("parameter updates (each costs a step's overhead: fewer, larger batches run faster)")
     for ax in (ax_examples, ax_time):
         ax.set_ylabel(f"training loss ({len(eval_set[0])} training digits)"), ax.grid(alpha=0.3)
     fig.legend(*ax_examples.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.02), fontsize=9)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -191,16 +192,49 @@ def build_model(params: ModelParams, input_shape, num_classes: int) -> keras.Mod
 METADATA_MEMBER = "trafficsigns.json"
 
 
+# Every member's timestamp, and Keras' `date_saved`: the zip format's earliest date, as reproducible builds use.
+FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+FIXED_DATE_SAVED = "1980-01-01@00:00:00"
+
+
 def save_model(model: keras.Model, path: Path, metadata: dict) -> None:
     """Save a `.keras` file that also carries `metadata` (class names, preprocessing, provenance).
 
     The metadata rides as one extra JSON member of the `.keras` zip, which Keras ignores on load, so
-    the model file alone is enough to preprocess new images the way `prepare` did.
+    the model file alone is enough to preprocess new images the way `prepare` did. The file is the same
+    bytes for the same model: see `_reproducible`.
     """
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
-        with zipfile.ZipFile(tmp, "a") as zf:
-            zf.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2))
+        _reproducible(tmp, {METADATA_MEMBER: json.dumps(metadata, indent=2).encode()})
+
+
+def _reproducible(path: Path, extra: dict[str, bytes]) -> None:
+    """Rewrite Keras' zip (plus `extra` members) without what varies from one save of a model to the next.
+
+    Keras stamps each member with the time of writing, puts `date_saved` in `metadata.json`, and numbers
+    shared objects in `config.json` by their Python `id()`, a memory address. Here the stamps and the date
+    are fixed and the ids renumbered 1, 2, ... in order of appearance (the same sharing, so the same model
+    on load). The weights file (HDF5) holds no time (checked: two saves give the same bytes).
+    """
+    with zipfile.ZipFile(path) as zf:
+        members = [(info, zf.read(info)) for info in zf.infolist()]
+    with zipfile.ZipFile(path, "w") as zf:
+        for info, data in [*members, *((zipfile.ZipInfo(name), data) for name, data in extra.items())]:
+            if info.filename == "metadata.json":
+                data = json.dumps({**json.loads(data), "date_saved": FIXED_DATE_SAVED}).encode()
+            elif info.filename == "config.json":
+                data = _renumber_shared_objects(data.decode()).encode()
+            fixed = zipfile.ZipInfo(info.filename, date_time=FIXED_DATE_TIME)
+            fixed.compress_type, fixed.external_attr = info.compress_type, 0o644 << 16
+            zf.writestr(fixed, data)
+
+
+def _renumber_shared_objects(config: str) -> str:
+    numbers: dict[str, int] = {}
+    return re.sub(
+        r'("shared_object_id": )(\d+)', lambda m: f"{m[1]}{numbers.setdefault(m[2], len(numbers) + 1)}", config
+    )
 
 
 def read_model_metadata(path: Path) -> dict:

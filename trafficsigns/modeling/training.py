@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from tensorflow.python.framework import config as tf_config  # disable_op_determ
 
 from trafficsigns.core.config import AugmentParams, ModelParams, TrainParams
 from trafficsigns.core.errors import PipelineError
-from trafficsigns.core.fsutil import write_text
+from trafficsigns.core.fsutil import atomic_path, write_text
 from trafficsigns.core.paths import step_logs
 from trafficsigns.data.h5store import Dataset
 from trafficsigns.modeling.models import build_model, load_model, read_model_metadata, save_model
@@ -30,8 +31,11 @@ def make_deterministic(seed: int, jit_compile: bool) -> None:
     """Same seed + same data + same host kind -> same weights, bit for bit (CPU).
 
     Keras refuses XLA while op determinism is on, so `train.jit_compile` trades bit-reproducibility
-    for speed: the seed still fixes initial weights and batch order.
+    for speed: the seed still fixes initial weights and batch order. Keras' layer-name counters start
+    afresh too (`conv2d`, not `conv2d_3`), so a model trained in a process that built others before is
+    saved as the same bytes.
     """
+    keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     if jit_compile:
         log.warning("train.jit_compile: op determinism is off, runs are no longer bit-reproducible")
@@ -99,6 +103,10 @@ def online_augmenter(params: AugmentParams, seed: int) -> keras.Sequential:
     return keras.Sequential(chosen, name="online_augment")
 
 
+# dvclive's per-epoch wall-clock logs: kept in the checkpoint folder's log, published to the timings file only.
+TIMING_LOGS = ("epoch_seconds", "images_per_second")
+
+
 class EpochLogger(keras.callbacks.Callback):
     """Logs every epoch to dvclive: train/val loss and accuracy, epoch seconds and training images/s."""
 
@@ -164,8 +172,24 @@ def model_metadata(ds: Dataset, model_params: ModelParams, params: TrainParams) 
 RESUMABLE_CHANGES = {"epochs", "resume", "tensorboard"}
 
 
-def _resume_point(last: Path, best: Path, metadata: dict) -> tuple[keras.Model, int, float, int] | None:
+class TrainState:
+    """What a run leaves for `train.resume`, in a folder DVC does not manage: the best and last
+    checkpoints and dvclive's own log (wall times included). DVC deletes a stage's outputs before it
+    runs, so the published outputs cannot hold it; they are copied from here once training ends."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.best, self.last, self.live = self.folder / "best.keras", self.folder / "last.keras", self.folder / "live"
+
+    def clear(self) -> None:
+        for path in (self.best, self.last):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.live, ignore_errors=True)
+
+
+def _resume_point(state: TrainState, metadata: dict) -> tuple[keras.Model, int, float, int] | None:
     """(model, completed epochs, best val accuracy, its epoch) from the last checkpoint, if compatible."""
+    last, best = state.last, state.best
     if not last.exists():
         log.info("train.resume: no %s yet; starting from scratch", last)
         return None
@@ -287,23 +311,32 @@ def train(
     live_dir: Path,
     tensorboard_dir: Path,
     augment: AugmentParams,
+    checkpoint_dir: Path,
+    timings: Path,
 ) -> dict:
     """Fit on train, select on val (never test); returns a summary of the run.
 
-    With `params.resume`, training continues from `last` (weights and optimizer state) and dvclive
-    continues the same step numbering (one step per epoch).
+    Checkpoints and dvclive's log go to `checkpoint_dir` as training runs; at the end `best`, `last` and
+    `live_dir` (dvclive's summary and step logs, without the wall-clock figures) are published from there,
+    and the wall-clock figures go to `timings`, so every other output is the same bytes for the same inputs.
+    With `params.resume`, training continues from the last checkpoint (weights and optimizer state) and
+    dvclive continues the same step numbering (one step per epoch).
     """
+    live_dir = Path(live_dir)
+    state = TrainState(checkpoint_dir)
     make_deterministic(params.seed, params.jit_compile)
     log.info("devices: %s", ", ".join(d.name for d in tf.config.list_logical_devices()))
     metadata = model_metadata(ds, model_params, params)
     with distribution_strategy(params).scope():
-        resumed = _resume_point(last, best, metadata) if params.resume else None
+        resumed = _resume_point(state, metadata) if params.resume else None
         model, initial_epoch, best_accuracy, best_epoch = resumed or (_new_model(ds, model_params, params), 0, -1.0, 0)
     model.summary(print_fn=log.info)
-    checkpoints = Checkpoints(best, last, metadata, best_accuracy, best_epoch)
+    checkpoints = Checkpoints(state.best, state.last, metadata, best_accuracy, best_epoch)
     if resumed:
-        _rewind_live(live_dir, initial_epoch)
-    live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resumed is not None)
+        _rewind_live(state.live, initial_epoch)
+    else:
+        state.clear()
+    live = Live(dir=str(state.live), dvcyaml=None, save_dvc_exp=False, resume=resumed is not None)
     live.step = initial_epoch
     augmenter = online_augmenter(augment, params.seed) if params.online_augment else None
     started = time.perf_counter()
@@ -331,4 +364,35 @@ def train(
     }
     live.summary.update(summary)
     live.end()
+    publish(state, best, last, live_dir, timings)
     return summary
+
+
+def publish(state: TrainState, best: Path, last: Path, live_dir: Path, timings: Path) -> None:
+    """Copy the checkpoints and dvclive's log to the stage's outputs, the wall-clock figures apart.
+
+    `live_dir` gets dvclive's `metrics.json` and step logs less every timing; `timings` gets them all:
+    the run's training seconds, the last epoch's seconds and images/s, and both per epoch.
+    """
+    for source, target in ((state.best, best), (state.last, last)):
+        with atomic_path(target, suffix=target.suffix) as tmp:
+            shutil.copyfile(source, tmp)
+    summary = json.loads((state.live / "metrics.json").read_text())
+    figures = {"train_seconds": summary.pop("train_seconds", None)}
+    figures.update((name, summary.pop(name, None)) for name in TIMING_LOGS)
+    per_epoch = {}
+    with atomic_path(live_dir) as tmp:
+        tmp.unlink()  # atomic_path made a placeholder file; the folder replaces it
+        tmp.mkdir()
+        (tmp / "metrics.json").write_text(json.dumps(summary, indent=4))
+        source = step_logs(state.live)
+        for tsv in sorted(source.rglob("*.tsv")):
+            relative = tsv.relative_to(source)
+            if relative.with_suffix("").as_posix() in TIMING_LOGS:
+                rows = [row.split("\t") for row in tsv.read_text().splitlines()[1:]]
+                per_epoch[relative.stem] = [float(value) for _, value in rows]
+                continue
+            (step_logs(tmp) / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(tsv, step_logs(tmp) / relative)
+    figures["per_epoch"] = per_epoch
+    write_text(timings, json.dumps(figures, indent=4) + "\n")

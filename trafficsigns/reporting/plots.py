@@ -14,8 +14,9 @@ from trafficsigns.core.fsutil import atomic_path  # noqa: E402
 
 
 def save(fig, path: Path) -> None:
+    """PNG without matplotlib's `Software` text chunk (its version): the same figure, the same bytes."""
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
 
 

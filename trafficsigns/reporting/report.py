@@ -38,6 +38,7 @@ from trafficsigns.core.paths import (
     REPORT_MD,
     SAMPLES,
     TRAIN_SUMMARY,
+    TRAIN_TIMINGS,
 )
 from trafficsigns.data.h5store import expected_meta, read_summary
 from trafficsigns.explain import demystify
@@ -94,8 +95,8 @@ def summary_section(params: Params, evaluation: dict, training: dict) -> Section
         [
             Text(
                 f"Model `{params.model.name}` ({describe(params.model)}, "
-                f"{training.get('parameters', 0):,} weights), trained {training.get('step', 0) + 1} epochs in "
-                f"{training.get('train_seconds', float('nan'))} s; the best epoch on validation was "
+                f"{training.get('parameters', 0):,} weights), trained {training.get('step', 0) + 1} epochs "
+                f"(wall times in `{TRAIN_TIMINGS}`); the best epoch on validation was "
                 f"{training.get('best_epoch')}. Test accuracy {evaluation['accuracy']:.2%}, macro-F1 "
                 f"{evaluation['macro_f1']:.4f}, on {evaluation['images']:,} test images never used to pick the model."
             )
@@ -193,13 +194,8 @@ def training_section(training: dict, work: Path) -> Section:
         }
         for metric in ("accuracy", "loss")
     }
-    rows = [
-        [k, cell(training[k])]
-        for k in ("best_epoch", "best_val_accuracy", "train_seconds", "parameters")
-        if k in training
-    ]
-    if "images_per_second" in training:
-        rows.append(["images_per_second (last epoch)", f"{training['images_per_second']:.0f}"])
+    # No wall times: they differ run to run, and the report must be the same bytes for the same inputs.
+    rows = [[k, cell(training[k])] for k in ("best_epoch", "best_val_accuracy", "parameters") if k in training]
     blocks = [Table(["training", "value"], rows)]
     if any(panels.values()):
         path = curves_figure({k: v for k, v in panels.items() if v}, "Training curves", work / "training_curves.png")

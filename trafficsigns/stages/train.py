@@ -3,7 +3,16 @@
 import logging
 
 from trafficsigns.core.config import Params
-from trafficsigns.core.paths import AUGMENTED, BEST_MODEL, DATASET, LAST_MODEL, TENSORBOARD_DIR, TRAIN_LIVE_DIR
+from trafficsigns.core.paths import (
+    AUGMENTED,
+    BEST_MODEL,
+    CHECKPOINT_DIR,
+    DATASET,
+    LAST_MODEL,
+    TENSORBOARD_DIR,
+    TRAIN_LIVE_DIR,
+    TRAIN_TIMINGS,
+)
 from trafficsigns.data.h5store import expected_meta, read_dataset
 from trafficsigns.modeling.training import train
 
@@ -14,7 +23,16 @@ def main(params: Params) -> None:
     augmented = read_dataset(AUGMENTED, splits=("train",), expected=expected)
     ds.x["train"], ds.y["train"] = augmented.x["train"], augmented.y["train"]
     summary = train(
-        ds, params.model, params.train, BEST_MODEL, LAST_MODEL, TRAIN_LIVE_DIR, TENSORBOARD_DIR, augment=params.augment
+        ds,
+        params.model,
+        params.train,
+        BEST_MODEL,
+        LAST_MODEL,
+        TRAIN_LIVE_DIR,
+        TENSORBOARD_DIR,
+        augment=params.augment,
+        checkpoint_dir=CHECKPOINT_DIR,
+        timings=TRAIN_TIMINGS,
     )
     logging.getLogger(__name__).info(
         "best val accuracy %.4f at epoch %d", summary["best_val_accuracy"], summary["best_epoch"]
