@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from tests import servers
 from tests.helpers import make_project, run_stages, tiny_params
 from trafficsigns.data.synthetic import write_synthetic_gtsrb
 
@@ -59,3 +61,28 @@ def tiny_pipeline_repo(tmp_path_factory) -> Path:
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "reproduced")
     return repo
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real SeaweedFS S3 server on 127.0.0.1 for the whole session (it takes ~25 s to start and stop)."""
+    with servers.s3_server(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ssh_server(tmp_path_factory):
+    with servers.ssh_server(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_remote(s3_server, request):
+    """The S3 server as a DVC remote of one test's own: an empty prefix, the credentials in its config."""
+    prefix = f"{request.node.name}-{os.urandom(4).hex()}".replace("[", "-").replace("]", "")
+    config = {
+        **s3_server["config"],
+        "access_key_id": s3_server["env"]["AWS_ACCESS_KEY_ID"],
+        "secret_access_key": s3_server["env"]["AWS_SECRET_ACCESS_KEY"],
+    }
+    return {"url": f"s3://dvc/{prefix}", "config": config}
