@@ -9,6 +9,10 @@ we train by SGD on mini-batches, as PNG figures. Every convolution is `numpy_nn.
 
 The inputs are optional: without the dataset the image is a synthetic digit, without the model
 figure 2 is skipped and figure 3 uses the Sobel x kernel. An input named explicitly must exist.
+
+A little over our ~400-line guide: it is one figure function per row above, each a teaching text
+(panels, captions, the numbers shown) meant to be read top to bottom beside its figure; the maths they
+draw lives in `numpy_nn`.
 """
 
 from __future__ import annotations
