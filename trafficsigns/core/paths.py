@@ -27,6 +27,19 @@ COMPARE_MD = Path("reports/compare.md")
 COMPARE_IMAGES = Path("reports/compare")
 GRID_FILE = Path("grid.yaml")
 
+# The folders the stages write into (each of dvc.yaml's outs lies under one; a test checks it). DVC empties
+# an output before its stage runs, so data.mirror may point inside none of them.
+STAGE_OUTPUTS = (
+    RAW_DIR,
+    DATASET.parent,
+    AUGMENTED.parent,
+    Path("models"),
+    Path("metrics"),
+    Path("plots"),
+    Path("reports"),
+    Path("logs"),
+)
+
 # Files one stage writes and another (the report) reads.
 TRAIN_SUMMARY = TRAIN_LIVE_DIR / "metrics.json"  # dvclive's summary: best epoch, train time, weights...
 CLASS_HISTOGRAM = DATA_PLOTS / "class_histogram.png"
