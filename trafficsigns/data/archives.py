@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+import lzma
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,13 @@ MAX_MEMBERS = 200_000
 MAX_UNPACKED_BYTES = 8 << 30
 MAX_MEMBER_BYTES = 64 << 20
 MAX_RATIO = 200  # uncompressed / compressed, for members over 1 MiB
+# What Python's zipfile decompresses: anything else (deflate64 = 9, PPMd = 98...) fails mid-read.
+READABLE_METHODS = {
+    zipfile.ZIP_STORED: "stored",
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+}
 # A track id packs (class, track number) into one int so that the val split can group by it.
 TRACK_BASE = 100_000
 
@@ -80,8 +89,19 @@ def check_members(zf: zipfile.ZipFile, path: Path) -> None:
             f"{path}: declares {total / 2**30:.1f} GiB unpacked, over the limit of "
             f"{MAX_UNPACKED_BYTES / 2**30:.0f} GiB (a zip bomb?)"
         )
+    seen: set[str] = set()
     for info in infos:
         name = info.filename
+        if name in seen:
+            raise PipelineError(f"{path}: member {name!r} is in the archive twice (which one is meant?); refused")
+        seen.add(name)
+        if info.flag_bits & 0x1:
+            raise PipelineError(f"{path}: member {name!r} is encrypted; refused (GTSRB archives are not)")
+        if info.compress_type not in READABLE_METHODS:
+            raise PipelineError(
+                f"{path}: member {name!r} is compressed with method {info.compress_type}, which cannot be read "
+                f"(readable: {', '.join(READABLE_METHODS.values())}); re-pack the archive with deflate"
+            )
         if name.startswith(("/", "\\")) or "\\" in name or ".." in name.split("/") or name[1:2] == ":":
             raise PipelineError(f"{path}: member {name!r} escapes the archive's folder (zip slip); refused")
         if stat.S_ISLNK(info.external_attr >> 16):
@@ -95,14 +115,33 @@ def check_members(zf: zipfile.ZipFile, path: Path) -> None:
             )
 
 
+# What reading a member raises when its bytes are corrupt: a bad CRC or header (BadZipFile), a truncated
+# stream (EOFError), bad compressed data (zlib.error, LZMAError, OSError from bz2), or, for a member that
+# check_members did not see, encryption (RuntimeError) or an unknown method (NotImplementedError).
+READ_ERRORS = (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, RuntimeError, NotImplementedError)
+
+
+def read_member(zf: zipfile.ZipFile, member: str) -> bytes:
+    """A member's bytes; a corrupt one (bad CRC, truncated, undecodable) is one PipelineError naming it."""
+    try:
+        return zf.read(member)
+    except READ_ERRORS as exc:
+        raise PipelineError(f"{zf.filename}:{member}: cannot read ({exc}); the archive is corrupt") from None
+
+
 def _read_csv(zf: zipfile.ZipFile, member: str, with_class: bool) -> list[dict[str, str]]:
     where = f"{zf.filename}:{member}"
     try:
-        text = zf.read(member).decode("utf-8-sig")
+        data = read_member(zf, member)
     except KeyError:
         raise PipelineError(f"{where}: annotation CSV missing from the archive") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise PipelineError(f"{where}: cannot read ({exc}); the archive is corrupt or truncated") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PipelineError(
+            f"{where}: not UTF-8 or ASCII text (byte {data[exc.start]:#x} at offset {exc.start}); "
+            "the official CSVs are ASCII"
+        ) from None
     reader = csv.DictReader(io.StringIO(text), delimiter=";")
     needed = CSV_COLUMNS + (("ClassId",) if with_class else ())
     missing = [c for c in needed if c not in (reader.fieldnames or [])]
@@ -185,7 +224,14 @@ def _check_members(files: list[str], names: set[str], path: Path) -> None:
 
 
 def _track_number(member: str, path: Path) -> int:
+    """The TTTTT of TTTTT_FFFFF.ppm: ASCII digits under TRACK_BASE, so that class * TRACK_BASE + track ids of
+    two classes cannot collide (class 0's track 100000 would be class 1's track 0)."""
     stem = member.rsplit("/", 1)[-1].split("_", 1)[0]
-    if not stem.isdigit():
+    if not (stem.isascii() and stem.isdigit()):
         raise PipelineError(f"{path}:{member}: expected a TTTTT_FFFFF.ppm file name carrying the track number")
+    if int(stem) >= TRACK_BASE:
+        raise PipelineError(
+            f"{path}:{member}: track number {int(stem)} is over {TRACK_BASE - 1} (TTTTT has five digits); "
+            "it would share its track id with another class's track"
+        )
     return int(stem)
