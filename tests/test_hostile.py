@@ -4,15 +4,25 @@ is called directly."""
 
 from __future__ import annotations
 
+import io
+import os
+import re
+import shutil
 import warnings
 import zipfile
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.conftest import rewrite_member
 from trafficsigns.core.errors import PipelineError
+from trafficsigns.core.zipcheck import read_member
 from trafficsigns.data import images
-from trafficsigns.data.archives import TRAIN_DIR, TRAIN_ZIP, read_member, read_train_split
+from trafficsigns.data.archives import TRAIN_DIR, TRAIN_ZIP, read_train_split
+from trafficsigns.modeling.models import MAX_METADATA_BYTES, METADATA_MEMBER, load_model, read_model_metadata
+from trafficsigns.modeling.predict import find_images, load_images
 
 CSV_0 = f"{TRAIN_DIR}/00000/GT-00000.csv"
 
@@ -105,3 +115,119 @@ def test_track_numbers_that_could_collide_are_refused(tiny_raw, track):
         zf.writestr(f"{TRAIN_DIR}/00000/{new}", image)
     with pytest.raises(PipelineError, match=f"{new}: (track number 100000 is over 99999|expected a TTTTT_FFFFF)"):
         read_train_split(tiny_raw)
+
+
+# --- model files: what the path is, bounded members, damaged bytes -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A real model file with this pipeline's metadata: 8 px grey in, 43 classes out (no training)."""
+    import keras
+
+    from trafficsigns.data.classes import GTSRB_CLASS_NAMES
+    from trafficsigns.modeling.models import save_model
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(43, "softmax")])
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    meta = {"class_names": list(GTSRB_CLASS_NAMES), "preprocessing": {"size": 8, "mode": "L", "channels": 1}}
+    save_model(model, path, meta)
+    return path
+
+
+def _model_folder(tmp_path, model):
+    (tmp_path / "m.keras").mkdir()
+    return tmp_path / "m.keras", "is a folder, not a model file"
+
+
+def _model_fifo(tmp_path, model):
+    os.mkfifo(tmp_path / "m.keras")
+    return tmp_path / "m.keras", "not a regular file"
+
+
+def _model_crc(tmp_path, model):
+    """One byte of the weights flipped: the member fails its CRC when Keras reads it."""
+    path = tmp_path / "m.keras"
+    shutil.copy(model, path)
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("model.weights.h5")
+    data = bytearray(path.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + len(info.extra) + info.compress_size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path, "cannot load model"
+
+
+def _metadata_bomb(tmp_path, model):
+    """Inflates 1000:1 (the issue's 600 MiB member): refused from its declared sizes, before reading."""
+    path = tmp_path / "m.keras"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(METADATA_MEMBER, b" " * (MAX_METADATA_BYTES + 1))
+    return path, "over the limits (a zip bomb?)"
+
+
+def _metadata_big(tmp_path, model):
+    path = tmp_path / "m.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(METADATA_MEMBER, os.urandom(MAX_METADATA_BYTES + 1))
+    return path, f"its {METADATA_MEMBER} declares {MAX_METADATA_BYTES + 1} bytes, over the limit"
+
+
+def _metadata_deep(tmp_path, model):
+    path = tmp_path / "m.keras"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(METADATA_MEMBER, "[" * 100_000 + "]" * 100_000)
+    return path, "is not valid JSON"
+
+
+def _not_a_zip(tmp_path, model):
+    (tmp_path / "m.keras").write_bytes(b"<html>not a model</html>")
+    return tmp_path / "m.keras", "not a model file"
+
+
+@pytest.mark.parametrize(
+    "make", [_model_folder, _model_fifo, _model_crc, _metadata_bomb, _metadata_big, _metadata_deep, _not_a_zip]
+)
+def test_model_file_that_is_not_one_is_one_clear_error(tmp_path, tiny_model, make):
+    path, message = make(tmp_path, tiny_model)
+    reader = load_model if make is _model_crc else read_model_metadata
+    with pytest.raises(PipelineError, match=re.escape(message)) as err:
+        reader(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+# --- predict: what each path is, the ROI, bit depth, orientation, names that are not UTF-8 -----------
+
+
+def _grey16_png(path):
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 156 * 257, np.uint16)).save(buf, "PNG")
+    path.write_bytes(buf.getvalue())
+
+
+def test_predict_reads_regular_files_only(tmp_path):
+    """A FIFO (open would block for ever), a device (read would never end), a folder given as a file."""
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "dir.png").mkdir()
+    _grey16_png(tmp_path / "ok.png")
+    files = [tmp_path / "pipe.png", Path("/dev/zero"), tmp_path / "ok.png"]
+    names, images_, skipped = load_images(files, 8, "L", None)
+    assert names == [str(tmp_path / "ok.png")] and abs(float(images_[0].mean()) - 156 / 255) < 0.01
+    assert [message.split(": ", 1)[1] for _, message in skipped] == [
+        "not a regular file (a FIFO, socket or device?); not read"
+    ] * 2
+    assert find_images([tmp_path]) == [tmp_path / "ok.png"]  # a folder's FIFO is not even listed
+
+
+def test_predict_roi_outside_the_image_is_skipped_by_name(tmp_path):
+    _grey16_png(tmp_path / "ok.png")
+    names, _, skipped = load_images([tmp_path / "ok.png"], 8, "L", (0, 0, 99, 99))
+    assert names == [] and "ok.png: ROI (0,0)-(99,99) is not inside the 8x8 image" in skipped[0][1]
+
+
+def test_predict_prints_names_that_are_not_utf8(tmp_path, tiny_model, capsys):
+    from trafficsigns.cli import main
+
+    name = os.fsdecode(b"sign-\xff.png")
+    _grey16_png(tmp_path / name)
+    assert main(["predict", str(tmp_path), "--model", str(tiny_model), "--top-k", "1"]) == 0
+    assert "sign-" in capsys.readouterr().out

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import csv
 import io
-import lzma
 import stat
 import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from trafficsigns.core.errors import PipelineError
+from trafficsigns.core.zipcheck import ZipLimits, check_zip, read_member
 from trafficsigns.data.classes import NUM_GTSRB_CLASSES
 from trafficsigns.data.sources import TEST_GT_ZIP, TEST_ZIP, TRAIN_ZIP
 
@@ -32,13 +31,6 @@ MAX_MEMBERS = 200_000
 MAX_UNPACKED_BYTES = 8 << 30
 MAX_MEMBER_BYTES = 64 << 20
 MAX_RATIO = 200  # uncompressed / compressed, for members over 1 MiB
-# What Python's zipfile decompresses: anything else (deflate64 = 9, PPMd = 98...) fails mid-read.
-READABLE_METHODS = {
-    zipfile.ZIP_STORED: "stored",
-    zipfile.ZIP_DEFLATED: "deflate",
-    zipfile.ZIP_BZIP2: "bzip2",
-    zipfile.ZIP_LZMA: "lzma",
-}
 # A track id packs (class, track number) into one int so that the val split can group by it.
 TRACK_BASE = 100_000
 
@@ -75,58 +67,19 @@ def open_zip(path: Path) -> zipfile.ZipFile:
 
 
 def check_members(zf: zipfile.ZipFile, path: Path) -> None:
-    """Refuse zip slip (members escaping the folder, symlinks) and zip bombs, before reading anything.
+    """Refuse zip slip (members escaping the folder, symlinks), zip bombs and members that cannot be read
+    honestly (`check_zip`: duplicate, encrypted, unknown compression), before reading anything.
 
     Nothing is ever extracted to disk, but an archive with such members is not an honest GTSRB
     archive, and declared sizes are all a reader has to go by before decompressing.
     """
-    infos = zf.infolist()
-    if len(infos) > MAX_MEMBERS:
-        raise PipelineError(f"{path}: {len(infos)} members, over the limit of {MAX_MEMBERS} (a zip bomb?)")
-    total = sum(info.file_size for info in infos)
-    if total > MAX_UNPACKED_BYTES:
-        raise PipelineError(
-            f"{path}: declares {total / 2**30:.1f} GiB unpacked, over the limit of "
-            f"{MAX_UNPACKED_BYTES / 2**30:.0f} GiB (a zip bomb?)"
-        )
-    seen: set[str] = set()
-    for info in infos:
+    check_zip(zf, path, ZipLimits(MAX_MEMBERS, MAX_UNPACKED_BYTES, MAX_MEMBER_BYTES, MAX_RATIO))
+    for info in zf.infolist():
         name = info.filename
-        if name in seen:
-            raise PipelineError(f"{path}: member {name!r} is in the archive twice (which one is meant?); refused")
-        seen.add(name)
-        if info.flag_bits & 0x1:
-            raise PipelineError(f"{path}: member {name!r} is encrypted; refused (GTSRB archives are not)")
-        if info.compress_type not in READABLE_METHODS:
-            raise PipelineError(
-                f"{path}: member {name!r} is compressed with method {info.compress_type}, which cannot be read "
-                f"(readable: {', '.join(READABLE_METHODS.values())}); re-pack the archive with deflate"
-            )
         if name.startswith(("/", "\\")) or "\\" in name or ".." in name.split("/") or name[1:2] == ":":
             raise PipelineError(f"{path}: member {name!r} escapes the archive's folder (zip slip); refused")
         if stat.S_ISLNK(info.external_attr >> 16):
             raise PipelineError(f"{path}: member {name!r} is a symbolic link; refused")
-        if info.file_size > MAX_MEMBER_BYTES or (
-            info.file_size > 1 << 20 and info.file_size > MAX_RATIO * max(info.compress_size, 1)
-        ):
-            raise PipelineError(
-                f"{path}: member {name!r} declares {info.file_size} bytes from "
-                f"{info.compress_size} compressed, over the limits (a zip bomb?)"
-            )
-
-
-# What reading a member raises when its bytes are corrupt: a bad CRC or header (BadZipFile), a truncated
-# stream (EOFError), bad compressed data (zlib.error, LZMAError, OSError from bz2), or, for a member that
-# check_members did not see, encryption (RuntimeError) or an unknown method (NotImplementedError).
-READ_ERRORS = (zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, RuntimeError, NotImplementedError)
-
-
-def read_member(zf: zipfile.ZipFile, member: str) -> bytes:
-    """A member's bytes; a corrupt one (bad CRC, truncated, undecodable) is one PipelineError naming it."""
-    try:
-        return zf.read(member)
-    except READ_ERRORS as exc:
-        raise PipelineError(f"{zf.filename}:{member}: cannot read ({exc}); the archive is corrupt") from None
 
 
 def _read_csv(zf: zipfile.ZipFile, member: str, with_class: bool) -> list[dict[str, str]]:

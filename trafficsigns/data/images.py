@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.core.workers import worker_pool
-from trafficsigns.data.archives import Split, read_member
+from trafficsigns.core.zipcheck import read_member
+from trafficsigns.data.archives import Split
 from trafficsigns.data.colour_modes import CLAHE, HE, LHE, ColourMode, colour_mode
 
 MAX_PIXELS = 4096 * 4096  # GTSRB images are at most 250 px a side: anything huge is a memory bomb
