@@ -12,6 +12,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from PIL import Image
@@ -21,6 +22,7 @@ from trafficsigns.core.errors import PipelineError
 from trafficsigns.core.zipcheck import read_member
 from trafficsigns.data import images
 from trafficsigns.data.archives import TRAIN_DIR, TRAIN_ZIP, read_train_split
+from trafficsigns.data.h5store import read_dataset
 from trafficsigns.modeling.models import MAX_METADATA_BYTES, METADATA_MEMBER, load_model, read_model_metadata
 from trafficsigns.modeling.predict import find_images, load_images
 
@@ -231,3 +233,69 @@ def test_predict_prints_names_that_are_not_utf8(tmp_path, tiny_model, capsys):
     _grey16_png(tmp_path / name)
     assert main(["predict", str(tmp_path), "--model", str(tiny_model), "--top-k", "1"]) == 0
     assert "sign-" in capsys.readouterr().out
+
+
+# --- datasets: NaN/Inf pixels, inflating or lying .npz members ---------------------------------------
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -0.5, 7.0])
+def test_dataset_with_nan_inf_or_out_of_range_pixels_is_refused_where_read(tmp_path, tiny_dataset, value):
+    """HDF5 has no checksum: a damaged dataset read as NaN was scored 3.6 %, exit 0."""
+    path = tmp_path / "dataset.h5"
+    shutil.copy(tiny_dataset, path)
+    with h5py.File(path, "r+") as f:
+        f["x_test"][0, 0, 0, 0] = value
+    with pytest.raises(PipelineError, match=r"dataset.h5: x_test holds (NaN|values .*), outside the \[0, 1\]"):
+        read_dataset(path, splits=("test",))
+    assert len(read_dataset(path, splits=("train",)).y["train"])  # the other splits are intact
+
+
+def _npz(path, **arrays):
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def _digits(n=4, dtype=np.uint8):
+    return {"x_train": np.zeros((n, 28, 28), dtype), "y_train": np.zeros(n, np.uint8)} | {
+        "x_test": np.zeros((n, 28, 28), dtype),
+        "y_test": np.zeros(n, np.uint8),
+    }
+
+
+def _inflating(tmp_path):
+    """0.7 MiB that inflates to 748 MiB in the issue; here 64 MiB of zeros, refused from the declared ratio."""
+    path = tmp_path / "mnist.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf, zf.open("x_train.npy", "w") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (64 << 20,)})
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    return path, "over the limits (a zip bomb?)"
+
+
+def _lying_header(tmp_path):
+    """A header that declares 10**12 digits in a few bytes: np.load would allocate them all first."""
+    path = _npz(tmp_path / "mnist.npz", **_digits())
+    with zipfile.ZipFile(path, "a") as zf, zf.open("x_big.npy", "w") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (10**12,)})
+    return path, "x_big.npy: its header declares a (1000000000000,) uint8 array"
+
+
+def _float_digits(tmp_path):
+    arrays = _digits(dtype=np.float64)
+    arrays["x_test"][0] = np.nan
+    return _npz(tmp_path / "mnist.npz", **arrays), "are float64/uint8; expected uint8 digits"
+
+
+def _deflate64_npz(tmp_path):
+    path = _npz(tmp_path / "mnist.npz", **_digits())
+    _patch_header(path, "x_test.npy", "method", 9)
+    return path, "'x_test.npy' is compressed with method 9"
+
+
+@pytest.mark.parametrize("make", [_inflating, _lying_header, _float_digits, _deflate64_npz])
+def test_mnist_npz_is_bounded_and_checked_before_it_is_read(tmp_path, make):
+    from trafficsigns.data.dataset import read_mnist
+
+    path, message = make(tmp_path)
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        read_mnist(path)
