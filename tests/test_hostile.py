@@ -299,3 +299,58 @@ def test_mnist_npz_is_bounded_and_checked_before_it_is_read(tmp_path, make):
     path, message = make(tmp_path)
     with pytest.raises(PipelineError, match=re.escape(message)):
         read_mnist(path)
+
+
+# --- training: resume that would lie, a full disk under dvclive, a model too big for the images -------
+
+
+def test_resume_with_fewer_epochs_than_trained_is_refused(tmp_path, tiny_model):
+    """3 epochs trained, train.epochs: 1: Keras would train nothing and dvc.lock record `epochs: 1`."""
+    import keras
+
+    from trafficsigns.modeling import training
+    from trafficsigns.modeling.models import save_model
+
+    meta = read_model_metadata(tiny_model) | {
+        "model": {"name": "dnn"},
+        "train": {"epochs": 3, "seed": 0},
+        "data_md5": {"a.zip": "0" * 32},
+    }
+    last = tmp_path / "last.keras"
+    save_model(keras.models.load_model(tiny_model), last, {**meta, "epoch": 3, "val_accuracy": 0.5})
+    fewer = meta | {"train": {"epochs": 1, "seed": 0}}
+    with pytest.raises(PipelineError, match=r"has trained 3 epochs, more than train.epochs \(1\); set train.epochs"):
+        training._resume_point(last, tmp_path / "best.keras", fewer)
+    assert training._resume_point(last, tmp_path / "best.keras", meta)[1] == 3  # as many: nothing left, honest
+
+
+def test_disk_full_while_dvclive_writes_is_one_line(tmp_path, tiny_dataset, monkeypatch):
+    import errno
+
+    from tests.helpers import tiny_params
+    from trafficsigns.modeling import training
+
+    class FullDisk:
+        def __init__(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device", "metrics/train/metrics.json")
+
+    monkeypatch.setattr(training, "Live", FullDisk)
+    params = tiny_params()
+    ds = read_dataset(tiny_dataset, splits=("train", "val"))
+    with pytest.raises(PipelineError, match="no space left on device while training"):
+        training.train(
+            ds, params.model, params.train, tmp_path / "b.keras", tmp_path / "l.keras", tmp_path / "live",
+            tmp_path / "tb", augment=params.augment,
+        )  # fmt: skip
+
+
+def test_model_too_big_for_the_images_is_one_line():
+    from tests.helpers import make_params
+    from trafficsigns.modeling.models import build_model
+
+    params = make_params({"prepare": {"size": 8}, "model": {"name": "v1"}})
+    with pytest.raises(PipelineError) as err:
+        build_model(params.model, (8, 8, 3), 43)
+    message = str(err.value)
+    assert "\n" not in message and "\x1b" not in message and "Computed output size would be zero" in message
+    assert message.endswith("use a larger prepare.size or another model.name")

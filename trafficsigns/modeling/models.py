@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import stat
 import zipfile
 from collections.abc import Callable
@@ -186,9 +187,18 @@ def build_model(params: ModelParams, input_shape, num_classes: int) -> keras.Mod
         )
     except ValueError as exc:  # e.g. valid convolutions and poolings shrink a small image to nothing
         raise PipelineError(
-            f"model {params.name} cannot take {tuple(input_shape)} images ({exc}); "
+            f"model {params.name} cannot take {tuple(input_shape)} images ({keras_reason(exc)}); "
             "use a larger prepare.size or another model.name"
         ) from None
+
+
+def keras_reason(exc: BaseException) -> str:
+    """The one line of a Keras exception that says what is wrong, without its colour codes, the layer's call
+    arguments and the tensors (8 lines for a too-small input)."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()]
+    noise = ("Exception encountered", "Arguments received", "•", "args=", "kwargs=")
+    reason = [line for line in lines if line and not line.startswith(noise)]
+    return reason[0] if reason else type(exc).__name__
 
 
 METADATA_MEMBER = "trafficsigns.json"
@@ -265,5 +275,4 @@ def load_model(path: Path) -> keras.Model:
     try:
         return keras.models.load_model(path, safe_mode=True)
     except Exception as exc:  # Keras lets through whatever a damaged file makes it trip over
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PipelineError(f"{path}: cannot load model ({type(exc).__name__}: {first})") from None
+        raise PipelineError(f"{path}: cannot load model ({type(exc).__name__}: {keras_reason(exc)})") from None
