@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from tests.conftest import rewrite_member
@@ -354,3 +355,50 @@ def test_model_too_big_for_the_images_is_one_line():
     message = str(err.value)
     assert "\n" not in message and "\x1b" not in message and "Computed output size would be zero" in message
     assert message.endswith("use a larger prepare.size or another model.name")
+
+
+# --- grid: values DVC's -S (Hydra) parser must read back as given ------------------------------------
+
+GRID_VALUES = [
+    "/data/O'Brien/gtsrb",
+    'it\'s "both"',
+    "back\\slash'",
+    "trail\\",
+    "\\'",
+    "${x}",
+    "a,b",
+    "a=b:c",
+    "true",
+    "True",
+    "null",
+    "NaN",
+    "1e3",
+    "007",
+    "",
+    " lead",
+    "é ü",
+    "v1",
+    "/data/gtsrb-35px",
+    3,
+    0.5,
+    True,
+    None,
+    ["a.keras", "O'B.keras"],
+]
+
+
+def test_grid_values_reach_params_yaml_unchanged_through_dvcs_parser(tmp_path):
+    """What `grid` passes as `-S key=v1,v2`, through DVC's own sweep expansion and override code."""
+    from dvc.utils.hydra import apply_overrides, get_hydra_sweeps
+
+    from trafficsigns.experiments.grid import set_args
+
+    path = tmp_path / "params.yaml"
+    for value in GRID_VALUES:
+        [_, arg] = set_args({"a.b": [value, "other"]})
+        got = []
+        for sweep in get_hydra_sweeps({str(path): [arg]}):
+            path.write_text("a:\n  b: x\n")
+            apply_overrides(path, sweep[str(path)])
+            got.append(yaml.safe_load(path.read_text())["a"]["b"])
+        assert got == [value, "other"], (value, arg)
