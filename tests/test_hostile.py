@@ -402,3 +402,23 @@ def test_grid_values_reach_params_yaml_unchanged_through_dvcs_parser(tmp_path):
             apply_overrides(path, sweep[str(path)])
             got.append(yaml.safe_load(path.read_text())["a"]["b"])
         assert got == [value, "other"], (value, arg)
+
+
+# --- data lost: a mirror inside a stage's output, through DVC itself ----------------------------------
+
+
+@pytest.mark.parametrize("mirror", ["data/raw", "plots/data/zips"])
+def test_mirror_inside_a_stage_output_stops_dvc_before_anything_is_deleted(tmp_path, mirror):
+    """DVC empties data/raw before download runs: stage `check` runs first and refuses, nothing is deleted."""
+    from tests.helpers import copy_repo, sh
+    from trafficsigns.data.sources import GTSRB_FILES
+
+    repo = copy_repo(tmp_path, {"data": {"source": "gtsrb", "mirror": mirror, "verify": False}})
+    archives = {repo / mirror / name: f"the user's own {name}".encode() for name in GTSRB_FILES}
+    for path, data in archives.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    result = sh(repo, "dvc", "repro", "download", check=False)
+    assert result.returncode != 0
+    assert f"'data.mirror': Value error, '{mirror}' is inside" in result.stderr + result.stdout
+    assert all(path.read_bytes() == data for path, data in archives.items())
