@@ -422,3 +422,64 @@ def test_mirror_inside_a_stage_output_stops_dvc_before_anything_is_deleted(tmp_p
     assert result.returncode != 0
     assert f"'data.mirror': Value error, '{mirror}' is inside" in result.stderr + result.stdout
     assert all(path.read_bytes() == data for path, data in archives.items())
+
+
+# --- the YAML files the project reads, a grid too big to list ---------------------------------------
+
+
+def _yaml_folder(path):
+    path.mkdir()
+    return "not a regular file"
+
+
+def _yaml_fifo(path):
+    os.mkfifo(path)
+    return "not a regular file"
+
+
+def _yaml_latin1(path):
+    path.write_bytes("data:\n  mirror: /data/Gr\xfcn\n".encode("latin-1"))
+    return r"not UTF-8 text \(byte 0xfc"
+
+
+def _yaml_laughs(path):
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]" for i in range(8)]
+    path.write_text("\n".join(lines) + "\n")
+    return "aliases \\(\\*name\\) are not allowed"
+
+
+def _yaml_huge(path):
+    path.write_text("# " + "x" * (1 << 20) + "\n")
+    return "over the limit of 1048576"
+
+
+@pytest.mark.parametrize("make", [_yaml_folder, _yaml_fifo, _yaml_latin1, _yaml_laughs, _yaml_huge])
+def test_params_and_grid_files_are_checked_before_parsing(tmp_path, make):
+    from trafficsigns.core.config import load_params
+
+    path = tmp_path / "params.yaml"
+    message = make(path)
+    with pytest.raises(PipelineError, match=f"params.yaml: .*{message}") as err:
+        load_params(path)
+    assert "\n" not in str(err.value)
+
+
+def test_grid_too_big_to_list_is_refused_from_its_size(tmp_path):
+    from trafficsigns.experiments.grid import read_grid
+
+    (tmp_path / "grid.yaml").write_text("".join(f"k{i}: [{', '.join(map(str, range(10)))}]\n" for i in range(10)))
+    with pytest.raises(PipelineError, match="10000000000 combinations, over the limit"):
+        read_grid(tmp_path / "grid.yaml")
+
+
+def test_hdf5_declaring_more_than_it_stores_is_refused_before_reading(tmp_path, tiny_dataset):
+    """Unwritten HDF5 chunks read as fill values: a small file could declare terabytes of images."""
+    path = tmp_path / "dataset.h5"
+    shutil.copy(tiny_dataset, path)
+    with h5py.File(path, "r+") as f:
+        shape = f["x_test"].shape
+        del f["x_test"]
+        f.create_dataset("x_test", shape=(10**9, *shape[1:]), dtype=np.float32, chunks=(1, *shape[1:]))
+    with pytest.raises(PipelineError, match=r"x_test declares \(1000000000, .*\) float32 .* but stores 0"):
+        read_dataset(path, splits=("test",))

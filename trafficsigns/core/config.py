@@ -7,6 +7,7 @@ Config flows one way: stages call `load_params()` once and pass the typed sectio
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -267,14 +268,40 @@ def parse_params(raw: dict) -> Params:
         raise PipelineError(f"invalid params: {'; '.join(problems)}") from None
 
 
+MAX_YAML_BYTES = 1 << 20  # params.yaml is 5 KB; grid.yaml less
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: nothing here needs them, and nested aliases ("billion laughs") make a
+    few lines into an exponential structure as soon as it is copied or validated."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def read_yaml(path: str | Path, kind: str):
-    """The parsed YAML file; a missing or malformed one is a one-line PipelineError naming it."""
+    """The parsed YAML file; a missing, non-regular, huge, non-UTF-8 or malformed one is a one-line
+    PipelineError naming it."""
+    path = Path(path)
     try:
-        return yaml.safe_load(Path(path).read_text())
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a folder, or a FIFO that would block the read
+            raise PipelineError(f"{path}: not a regular file; expected a {kind} YAML file")
+        if st.st_size > MAX_YAML_BYTES:
+            raise PipelineError(f"{path}: {st.st_size} bytes, over the limit of {MAX_YAML_BYTES} for a {kind} file")
+        text = path.read_bytes().decode("utf-8-sig")
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise PipelineError(f"{path}: no such {kind} file") from None
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start})") from None
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
-        raise PipelineError(f"{path}: not valid YAML: {exc}") from None
+        raise PipelineError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

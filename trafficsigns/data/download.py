@@ -275,8 +275,8 @@ def _download(
             except requests.RequestException as exc:  # a malformed URL, too many redirects...
                 raise PipelineError(f"Cannot download {url}: {exc}") from exc
             except OSError as exc:
-                if not is_disk_full(exc):
-                    raise
+                if not is_disk_full(exc):  # e.g. the .part is a folder, or data/downloads is read-only
+                    raise PipelineError(f"Cannot write {part}: {exc.strerror or exc}") from None
                 part.unlink(missing_ok=True)
                 raise PipelineError(
                     f"no space left on device while downloading {url} to {part}; the partial "

@@ -121,6 +121,8 @@ def read_dataset(path: str | Path, splits=SPLITS, expected: dict | None = None) 
             raise PipelineError(
                 f"{path}: not a dataset written by `prepare` (missing {', '.join(missing)}); re-run prepare"
             )
+        for key in needed[:-2]:
+            _check_stored(f[key], path)
         try:
             ds = Dataset(
                 x={s: f[f"x_{s}"][...] for s in splits},
@@ -136,6 +138,17 @@ def read_dataset(path: str | Path, splits=SPLITS, expected: dict | None = None) 
     if expected is not None:
         check_dataset(ds, path, expected)
     return ds
+
+
+def _check_stored(dataset: h5py.Dataset, path: str | Path) -> None:
+    """A dataset must store about what it declares: HDF5 reads unwritten chunks as fill values, so a tiny
+    file can declare terabytes, which reading it would allocate. Our files are uncompressed (ratio 1)."""
+    declared, stored = dataset.size * dataset.dtype.itemsize, dataset.id.get_storage_size()
+    if declared > max(4 * stored, 16 << 20):
+        raise PipelineError(
+            f"{path}: {dataset.name.lstrip('/')} declares {dataset.shape} {dataset.dtype} ({declared} bytes) but "
+            f"stores {stored}: not a dataset prepare wrote; re-run prepare"
+        )
 
 
 def check_pixels(x: np.ndarray, where: str) -> None:

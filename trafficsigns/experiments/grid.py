@@ -17,6 +17,7 @@ import fnmatch
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import shlex
@@ -33,6 +34,7 @@ from trafficsigns.experiments.slurm import Resources, rows_arg
 
 log = logging.getLogger(__name__)
 SOURCES = ("*.py", "dvc.yaml", "params.yaml", "pyproject.toml", "requirements.lock")
+MAX_COMBINATIONS = 10_000  # each one is a training run
 WORKER_DIR = Path(".dvc/tmp/exps/celery")  # DVC 3: `dvc queue start` writes its workers' pid files here
 
 
@@ -47,6 +49,9 @@ def read_grid(path: Path = GRID_FILE) -> dict[str, list]:
     empty = [k for k, v in grid.items() if not v]
     if empty:
         raise PipelineError(f"{path}: no values for {', '.join(empty)}")
+    size = math.prod(len(v) for v in grid.values())
+    if size > MAX_COMBINATIONS:  # before itertools.product lists them all (10 keys of 10 values: 10**10)
+        raise PipelineError(f"{path}: {size} combinations, over the limit of {MAX_COMBINATIONS}; split the grid")
     return grid
 
 

@@ -219,6 +219,7 @@ def save_model(model: keras.Model, path: Path, metadata: dict) -> None:
 # A `.keras` file: config.json, metadata.json, model.weights.h5 (v1 with Adam's state is ~130 MB) and ours.
 MODEL_LIMITS = ZipLimits(members=64, total=8 << 30, member=4 << 30, ratio=200)
 MAX_METADATA_BYTES = 4 << 20  # class names and settings: a few KB
+MAX_JSON_BYTES = 64 << 20  # Keras' config.json: the layers, a few KB to a few hundred
 
 
 def _open_model_zip(path: Path) -> zipfile.ZipFile:
@@ -241,6 +242,12 @@ def _open_model_zip(path: Path) -> zipfile.ZipFile:
         raise PipelineError(f"{path}: not a model file (not a readable zip: {exc})") from None
     try:
         check_zip(zf, path, MODEL_LIMITS)
+        for info in zf.infolist():  # Keras reads config.json and metadata.json whole
+            if info.filename.endswith(".json") and info.file_size > MAX_JSON_BYTES:
+                raise PipelineError(
+                    f"{path}: member {info.filename!r} declares {info.file_size} bytes, over the limit of "
+                    f"{MAX_JSON_BYTES} for a model's JSON"
+                )
     except PipelineError:
         zf.close()
         raise
