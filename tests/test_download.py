@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -406,3 +407,49 @@ def test_local_mirror_file_that_is_not_a_regular_file(tmp_path, kind):
     (mirror / BIG).mkdir() if kind == "folder" else os.mkfifo(mirror / BIG)
     with pytest.raises(PipelineError, match="is not a regular file"):
         fetch(str(mirror / BIG), tmp_path / BIG, checksum=None)
+
+
+@contextlib.contextmanager
+def raw_server(answer: bytes, delay: float = 0.0):
+    """A one-connection server on 127.0.0.1 that sends `answer` as it is, `delay` s between its bytes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn, contextlib.suppress(OSError):
+            if not delay:
+                return conn.sendall(answer)
+            for byte in answer:
+                if stop.wait(delay):
+                    return
+                conn.sendall(bytes([byte]))
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/{BIG}"
+    finally:
+        stop.set()
+        listener.close()
+
+
+def test_server_trickling_its_headers_is_cut_at_the_deadline(tmp_path):
+    """Each header byte comes before the read timeout, so only the overall deadline can end it."""
+    started = time.monotonic()
+    with raw_server(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000, delay=0.1) as url:
+        with pytest.raises(PipelineError, match=r"within data\.deadline \(1\.5 s\)"):
+            fetch(url, tmp_path / BIG, checksum=None, retries=0, backoff=0.01, timeout=1.0, deadline=1.5)
+    assert time.monotonic() - started < 4
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_download_over_the_size_limit_is_refused(tmp_path, monkeypatch, announced):
+    """Announced by Content-Length, or sent without one: refused past the limit, nothing left behind."""
+    from trafficsigns.data import download
+
+    monkeypatch.setattr(download, "MAX_DOWNLOAD_BYTES", 50_000)
+    header = b"Content-Length: 60000\r\n" if announced else b""
+    with raw_server(b"HTTP/1.1 200 OK\r\nConnection: close\r\n" + header + b"\r\n" + bytes(60_000)) as url:
+        with pytest.raises(PipelineError, match="announces 60000 bytes, over the limit" if announced else "over 50000"):
+            fetch(url, tmp_path / BIG, checksum=None, **FAST)
+    assert _leftovers(tmp_path) == [] and not (tmp_path / BIG).exists()

@@ -6,11 +6,14 @@ complete, so an interrupted or corrupted transfer never leaves a half-written fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +31,7 @@ from trafficsigns.core.fsutil import atomic_path, checksum_algorithm, file_check
 log = logging.getLogger(__name__)
 
 _URL_SCHEMES = ("http", "https", "file")
+MAX_DOWNLOAD_BYTES = 4 << 30  # the largest raw file (GTSRB's training images) is 276 MB
 # Failures worth another attempt, while connecting (requests) or streaming the body (urllib3):
 # the next attempt resumes from what the .part already holds.
 _TRANSIENT = (
@@ -258,7 +262,8 @@ def _download(
     with requests.Session() as session:
         for attempt in range(retries + 1):
             try:
-                _transfer(session, url, part, dest.name, timeout, chunk_size, pace)
+                with _alarm_at(end, pace):
+                    _transfer(session, url, part, dest.name, timeout, chunk_size, pace)
                 break
             except (*_TRANSIENT, _Transient) as exc:
                 delay = backoff * 2**attempt
@@ -286,6 +291,27 @@ def _download(
     if check is not None:
         check(part, url)
     os.replace(part, dest)
+
+
+@contextlib.contextmanager
+def _alarm_at(end: float | None, pace: _Pace):
+    """Interrupt the block at monotonic time `end` (SIGALRM, main thread only): a server that trickles its
+    status line and headers a byte at a time keeps every read under `timeout` and blocks inside requests,
+    where `_Pace` never gets a look in."""
+    if end is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def overdue(signum, frame):
+        pace.overdue(" (the server kept the connection open, sending next to nothing)")
+
+    previous = signal.signal(signal.SIGALRM, overdue)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, max(end - time.monotonic(), 0.001))
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class _Pace:
@@ -329,6 +355,7 @@ def _transfer(
     if have:
         headers["Range"] = f"bytes={have}-"
     # A single number bounds both the connect and each read; a stalled stream raises, and is retried.
+    # A single number bounds both the connect and each read; a stalled stream raises, and is retried.
     with session.get(url, headers=headers, stream=True, timeout=timeout) as resp:
         status = resp.status_code
         if status == 416:  # Range past the end: the .part is already whole, or from a different file.
@@ -346,7 +373,13 @@ def _transfer(
                 part.unlink()
                 raise _Transient(f"server resumed at byte {start}, not {have}")
         else:  # 200: the whole file, asked for or not (some servers ignore Range).
-            have, total = 0, int(resp.headers.get("Content-Length", 0)) or None
+            length = resp.headers.get("Content-Length", "")
+            have, total = 0, int(length) if length.isascii() and length.isdigit() and int(length) else None
+        if total is not None and total > MAX_DOWNLOAD_BYTES:
+            raise PipelineError(
+                f"Cannot download {url}: the server announces {total} bytes, over the limit of "
+                f"{MAX_DOWNLOAD_BYTES} (the largest official file is 276 MB); check data.mirror"
+            )
         # Raw bytes, as Range offsets count them. read1 hands over whatever has arrived, so a connection
         # that drops or stalls mid-chunk loses nothing (iter_content would discard the partial chunk).
         pace.start()
@@ -354,6 +387,10 @@ def _transfer(
             while chunk := resp.raw.read1(chunk_size, decode_content=False):
                 out.write(chunk)
                 pace.read(len(chunk))
+                if f.tell() > MAX_DOWNLOAD_BYTES:  # a server that sends more than it announced, or never stops
+                    f.close()
+                    part.unlink()
+                    raise PipelineError(f"Cannot download {url}: over {MAX_DOWNLOAD_BYTES} bytes; check data.mirror")
     if total is not None and part.stat().st_size != total:
         raise _Transient(f"got {part.stat().st_size} of {total} bytes")
 
