@@ -483,3 +483,34 @@ def test_hdf5_declaring_more_than_it_stores_is_refused_before_reading(tmp_path, 
         f.create_dataset("x_test", shape=(10**9, *shape[1:]), dtype=np.float32, chunks=(1, *shape[1:]))
     with pytest.raises(PipelineError, match=r"x_test declares \(1000000000, .*\) float32 .* but stores 0"):
         read_dataset(path, splits=("test",))
+
+
+@pytest.mark.parametrize("what", ["archive", "npz", "dataset"])
+def test_fifo_or_folder_in_place_of_a_data_file_is_refused_before_opening(tmp_path, what):
+    """zipfile and h5py open their file first, which blocks for ever on a FIFO."""
+    from trafficsigns.data.dataset import read_mnist
+
+    name, read = {
+        "archive": (TRAIN_ZIP, lambda: read_train_split(tmp_path)),
+        "npz": ("mnist.npz", lambda: read_mnist(tmp_path / "mnist.npz")),
+        "dataset": ("dataset.h5", lambda: read_dataset(tmp_path / "dataset.h5")),
+    }[what]
+    os.mkfifo(tmp_path / name)
+    with pytest.raises(PipelineError, match=f"{name}: not a regular file"):
+        read()
+    os.unlink(tmp_path / name)
+    (tmp_path / name).mkdir()
+    with pytest.raises(PipelineError, match=f"{name}: is a folder"):
+        read()
+
+
+def test_mirror_that_is_the_download_cache_is_refused_and_its_file_kept(tmp_path):
+    """data.mirror: data/downloads copied each file onto itself: the cached file was deleted first."""
+    from trafficsigns.data.download import fetch_all, require_zip
+
+    cache = tmp_path / "data" / "downloads"
+    cache.mkdir(parents=True)
+    (cache / TRAIN_ZIP).write_bytes(b"PK\x03\x04 the only copy")
+    with pytest.raises(PipelineError, match="is the download's own destination"):
+        fetch_all({TRAIN_ZIP: None}, cache, mirror=str(cache), base_url="", verify=False, check=require_zip)
+    assert (cache / TRAIN_ZIP).read_bytes() == b"PK\x03\x04 the only copy"

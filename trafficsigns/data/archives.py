@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from trafficsigns.core.errors import PipelineError
+from trafficsigns.core.fsutil import check_regular_file
 from trafficsigns.core.zipcheck import ZipLimits, check_zip, read_member
 from trafficsigns.data.classes import NUM_GTSRB_CLASSES
 from trafficsigns.data.sources import TEST_GT_ZIP, TEST_ZIP, TRAIN_ZIP
@@ -53,6 +54,7 @@ class Split:
 def open_zip(path: Path) -> zipfile.ZipFile:
     """Open an archive and refuse it whole if any member is hostile (see `check_members`)."""
     try:
+        check_regular_file(path, "a zip archive")
         zf = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise PipelineError(f"{path}: archive not found (run the download stage first)") from None

@@ -11,7 +11,7 @@ import numpy as np
 
 from trafficsigns.core.config import PrepareParams
 from trafficsigns.core.errors import PipelineError
-from trafficsigns.core.fsutil import md5sum
+from trafficsigns.core.fsutil import check_regular_file, md5sum
 from trafficsigns.core.zipcheck import READ_ERRORS, ZipLimits, check_zip
 from trafficsigns.data.archives import Split, read_test_split, read_train_split
 from trafficsigns.data.classes import GTSRB_CLASS_NAMES
@@ -100,6 +100,7 @@ def read_mnist(path: Path) -> dict[str, np.ndarray]:
     Before NumPy decompresses anything, the zip's declared sizes are bounded and each array's header is
     read: its shape and dtype must fit its member's size (np.load allocates what the header says)."""
     try:
+        check_regular_file(path, "an .npz file")
         with zipfile.ZipFile(path) as zf:
             check_zip(zf, path, MNIST_LIMITS)
             for info in zf.infolist():

@@ -80,15 +80,25 @@ def _origin(dest: Path) -> dict:
 
 
 def _record_origin(dest: Path, source: str, size: int | None) -> None:
-    _origin_file(dest).write_text(json.dumps({"source": source, "size": size}))
+    try:
+        _origin_file(dest).write_text(json.dumps({"source": source, "size": size}))
+    except OSError as exc:  # e.g. a full disk: without it the next run only fetches the file again
+        _origin_file(dest).unlink(missing_ok=True)
+        log.warning("cannot record where %s came from (%s); a re-run fetches it again", dest, exc.strerror or exc)
 
 
-def _local_size(source: str) -> int | None:
+def _local_path(source: str) -> Path | None:
+    """The file a local path or file:// URL names; None for http(s)."""
     url = urlsplit(source)
     if url.scheme in ("http", "https"):
         return None
+    return Path(url2pathname(url.path) if url.scheme == "file" else source).expanduser()
+
+
+def _local_size(source: str) -> int | None:
+    local = _local_path(source)
     try:
-        return Path(url2pathname(url.path) if url.scheme == "file" else source).expanduser().stat().st_size
+        return None if local is None else local.stat().st_size
     except OSError:
         return None
 
@@ -117,6 +127,9 @@ def fetch(
     """
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
+    local = _local_path(source)
+    if local is not None and local.exists() and dest.exists() and local.samefile(dest):
+        raise PipelineError(f"{source} is the download's own destination {dest}; set data.mirror to another folder")
     origin = _origin(dest)
     same = origin.get("source") == source
     if dest.exists():

@@ -17,7 +17,7 @@ import numpy as np
 
 from trafficsigns.core.config import PrepareParams
 from trafficsigns.core.errors import PipelineError
-from trafficsigns.core.fsutil import atomic_path
+from trafficsigns.core.fsutil import atomic_path, check_regular_file
 from trafficsigns.data.sources import SOURCES
 
 SPLITS = ("train", "val", "test")
@@ -168,7 +168,10 @@ def check_pixels(x: np.ndarray, where: str) -> None:
 def read_summary(path: str | Path) -> tuple[dict[str, int], list[str], dict]:
     """Images per split, class names and meta, without loading any image."""
     with _open(path) as f:
-        return {s: len(f[f"y_{s}"]) for s in SPLITS if f"y_{s}" in f}, _class_names(f), _meta(f)
+        try:
+            return {s: len(f[f"y_{s}"]) for s in SPLITS if f"y_{s}" in f}, _class_names(f), _meta(f)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise PipelineError(f"{path}: cannot read ({exc}); the file is damaged, re-run prepare") from None
 
 
 def _class_names(f: h5py.File) -> list[str]:
@@ -208,6 +211,7 @@ def check_dataset(ds: Dataset, path: str | Path, expected: dict) -> None:
 
 def _open(path: str | Path) -> h5py.File:
     try:
+        check_regular_file(path, "an HDF5 dataset")
         return h5py.File(path, "r")
     except FileNotFoundError:
         raise PipelineError(f"{path}: dataset not found (run the prepare stage first)") from None
