@@ -514,3 +514,14 @@ def test_mirror_that_is_the_download_cache_is_refused_and_its_file_kept(tmp_path
     with pytest.raises(PipelineError, match="is the download's own destination"):
         fetch_all({TRAIN_ZIP: None}, cache, mirror=str(cache), base_url="", verify=False, check=require_zip)
     assert (cache / TRAIN_ZIP).read_bytes() == b"PK\x03\x04 the only copy"
+
+
+def test_image_whose_size_is_not_its_csv_rows_is_refused(tiny_raw):
+    """A re-scaled image keeps a valid-looking ROI that now frames something else."""
+    split = read_train_split(tiny_raw)
+    member, roi, (width, height) = split.members[0], tuple(split.rois[0]), tuple(split.sizes[0])
+    item = (member, roi, (width + 5, height))
+    with pytest.raises(PipelineError, match=f"is {width}x{height}, but its CSV row says {width + 5}x{height}"):
+        images._prepare_chunk(str(split.archive), [item], 24, "L", skip_bad=False)
+    assert images._prepare_chunk(str(split.archive), [(member, roi, (width, height))], 24, "L", False)[1] == []
+    images._zip_cache.clear()

@@ -214,17 +214,27 @@ _zip_cache: dict[str, zipfile.ZipFile] = {}
 
 
 def _prepare_chunk(
-    archive: str, items: list[tuple[str, tuple | None]], size: int, mode: str, skip_bad: bool
+    archive: str, items: list[tuple], size: int, mode: str, skip_bad: bool
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Prepare some members of one archive; with `skip_bad`, a bad image is reported, not raised."""
+    """Prepare some members of one archive; with `skip_bad`, a bad image is reported, not raised.
+
+    items: (member, ROI or None[, annotated (width, height)]); an image whose size is not the annotated one
+    is refused, since its ROI would crop somewhere else."""
     # Each worker process keeps its own handle: zip handles cannot be shared across processes.
     zf = _zip_cache.get(archive) or _zip_cache.setdefault(archive, zipfile.ZipFile(archive))
     rgb = np.zeros((len(items), size, size, 3), dtype=np.float32)
     bad = []
-    for i, (member, roi) in enumerate(items):
+    for i, (member, roi, *annotated) in enumerate(items):
         where = f"{archive}:{member}"
         try:
-            rgb[i] = crop_and_resize(decode(read_member(zf, member), where), size, roi, where)
+            img = decode(read_member(zf, member), where)
+            if annotated and annotated[0] is not None and tuple(annotated[0]) != img.size:
+                width, height = annotated[0]
+                raise PipelineError(
+                    f"{where}: image is {img.width}x{img.height}, but its CSV row says {width}x{height}; "
+                    "its ROI would crop the wrong place"
+                )
+            rgb[i] = crop_and_resize(img, size, roi, where)
         except PipelineError as exc:
             if not skip_bad:
                 raise
@@ -250,7 +260,8 @@ def prepare_split(
     """
     channels = colour_mode(mode).channels
     rois = [tuple(int(v) for v in r) if roi_crop else None for r in split.rois]
-    items = list(zip(split.members, rois))
+    sizes = [tuple(int(v) for v in s) if roi_crop else None for s in split.sizes]
+    items = list(zip(split.members, rois, sizes))
     chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
     work = partial(_prepare_chunk, str(split.archive), size=size, mode=mode, skip_bad=skip_bad)
     out = np.empty((len(items), size, size, channels), dtype=np.float32)
