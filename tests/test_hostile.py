@@ -5,6 +5,7 @@ is called directly."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -525,3 +526,21 @@ def test_image_whose_size_is_not_its_csv_rows_is_refused(tiny_raw):
         images._prepare_chunk(str(split.archive), [item], 24, "L", skip_bad=False)
     assert images._prepare_chunk(str(split.archive), [(member, roi, (width, height))], 24, "L", False)[1] == []
     images._zip_cache.clear()
+
+
+@pytest.mark.parametrize("size", [100_000, 0, -3])
+def test_model_metadata_with_an_absurd_image_size_is_refused(tmp_path, tiny_model, size):
+    """Every image would be resized to size x size (100,000² floats) before the model's input is compared."""
+    from trafficsigns.modeling.predict import model_usage
+
+    path = tmp_path / "m.keras"
+    shutil.copy(tiny_model, path)
+    meta = read_model_metadata(path)
+    with zipfile.ZipFile(path) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist() if i.filename != METADATA_MEMBER}
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        zf.writestr(METADATA_MEMBER, json.dumps(meta | {"preprocessing": meta["preprocessing"] | {"size": size}}))
+    with pytest.raises(PipelineError, match=f"preprocessing size {size} in its metadata is outside 8..256"):
+        model_usage(path)
