@@ -148,8 +148,8 @@ def fetch(
         ):
             log.info("%s already present (from %s); skipping download", dest, source)
             return dest
+        # kept until the new file replaces it (renamed onto it), so a failed fetch loses nothing
         log.warning("%s exists but is not the file at %s; fetching it again", dest, source)
-        dest.unlink()
     if part.exists() and not same and (origin or checksum is None):
         log.info("%s holds part of %s, not of %s; starting over", part, origin.get("source", "another file"), source)
         part.unlink()
