@@ -112,3 +112,22 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6
     img = np.asarray(decode(_saved(stored, "JPEG", exif=exif, quality=95), "x.jpg"))
     assert img.shape == (20, 10, 3) and img[:5].mean() > 200 and img[-5:].mean() < 50
+
+
+@pytest.mark.filterwarnings("ignore")  # Pillow warns about the damaged tags it skips
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF", "GIF", "WEBP"])
+def test_damaged_images_decode_or_fail_with_one_clear_error(photo, fmt):
+    """Seeded byte flips and cuts in real files (EXIF included): an image or a PipelineError, nothing else."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    good = _saved(photo, fmt, **({"exif": exif} if fmt in ("JPEG", "PNG", "WEBP") else {}))
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        data = bytearray(good)
+        for at in rng.integers(0, len(data), rng.integers(1, 6)):
+            data[at] = rng.integers(0, 256)
+        data = bytes(data[: rng.integers(len(data) // 2, len(data) + 1)])
+        try:
+            decode(data, "x")
+        except PipelineError as exc:
+            assert str(exc).startswith("x: ") and "\n" not in str(exc)

@@ -45,10 +45,12 @@ def decode(data: bytes, where: str) -> Image.Image:
             )
         img.load()
         img = ImageOps.exif_transpose(img)
+    except PipelineError:
+        raise
     except UnidentifiedImageError:
         raise PipelineError(f"{where}: image does not decode (not an image format Pillow reads)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise PipelineError(f"{where}: image does not decode ({exc})") from None
+    except Exception as exc:  # a damaged file trips Pillow's parsers in many ways (struct.error, IndexError...)
+        raise PipelineError(f"{where}: image does not decode ({type(exc).__name__}: {exc})") from None
     if img.width == 0 or img.height == 0:
         raise PipelineError(f"{where}: image has zero size")
     if img.mode in WIDE_GREY or img.mode == "F":
