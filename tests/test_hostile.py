@@ -544,3 +544,9 @@ def test_model_metadata_with_an_absurd_image_size_is_refused(tmp_path, tiny_mode
         zf.writestr(METADATA_MEMBER, json.dumps(meta | {"preprocessing": meta["preprocessing"] | {"size": size}}))
     with pytest.raises(PipelineError, match=f"preprocessing size {size} in its metadata is outside 8..256"):
         model_usage(path)
+
+
+def test_csv_with_a_field_over_csvs_limit_is_named(tiny_raw):
+    rewrite_member(tiny_raw / TRAIN_ZIP, CSV_0, lambda data: data.replace(b".ppm", b"x" * 200_000 + b".ppm", 1))
+    with pytest.raises(PipelineError, match=r"GT-00000.csv line \d+: not a readable CSV \(field larger than"):
+        read_train_split(tiny_raw)

@@ -98,11 +98,14 @@ def _read_csv(zf: zipfile.ZipFile, member: str, with_class: bool) -> list[dict[s
             "the official CSVs are ASCII"
         ) from None
     reader = csv.DictReader(io.StringIO(text), delimiter=";")
-    needed = CSV_COLUMNS + (("ClassId",) if with_class else ())
-    missing = [c for c in needed if c not in (reader.fieldnames or [])]
-    if missing:
-        raise PipelineError(f"{where}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}")
-    return list(reader)
+    try:
+        needed = CSV_COLUMNS + (("ClassId",) if with_class else ())
+        missing = [c for c in needed if c not in (reader.fieldnames or [])]
+        if missing:
+            raise PipelineError(f"{where}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}")
+        return list(reader)
+    except csv.Error as exc:  # e.g. a field over csv's 128 KiB limit
+        raise PipelineError(f"{where} line {reader.line_num}: not a readable CSV ({exc})") from None
 
 
 def _parse_rows(rows: list[dict[str, str]], where: str, with_class: bool):
