@@ -453,3 +453,11 @@ def test_download_over_the_size_limit_is_refused(tmp_path, monkeypatch, announce
         with pytest.raises(PipelineError, match="announces 60000 bytes, over the limit" if announced else "over 50000"):
             fetch(url, tmp_path / BIG, checksum=None, **FAST)
     assert _leftovers(tmp_path) == [] and not (tmp_path / BIG).exists()
+
+
+def test_tls_failure_is_not_retried(server, tmp_path):
+    """https:// on a plain-http server: no retry fixes a handshake, so one clear line at once."""
+    url = server.url.replace("http://", "https://") + "/" + BIG
+    with pytest.raises(PipelineError, match=r"the TLS handshake failed \(.*\); check data\.mirror"):
+        fetch(url, tmp_path / BIG, checksum=MD5[BIG], **FAST)
+    assert len(server.requests) == 0 and _leftovers(tmp_path) == []

@@ -278,6 +278,11 @@ def _download(
                 with _alarm_at(end, pace):
                     _transfer(session, url, part, dest.name, timeout, chunk_size, pace)
                 break
+            except requests.exceptions.SSLError as exc:  # a ConnectionError, but no retry will fix a certificate
+                raise PipelineError(
+                    f"Cannot download {url}: the TLS handshake failed ({_tls_reason(exc)}); check data.mirror's URL "
+                    "(https on a plain-http server?) or the host's certificates"
+                ) from None
             except (*_TRANSIENT, _Transient) as exc:
                 delay = backoff * 2**attempt
                 if end is not None and time.monotonic() + delay >= end:
@@ -427,6 +432,12 @@ def _reason(exc: BaseException) -> str:
         if isinstance(e, OSError) and e.strerror:  # "Connection refused", "Network is unreachable"...
             return e.strerror.lower()
     return str(exc)
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """The innermost ssl error's words (`[SSL: WRONG_VERSION_NUMBER] wrong version number`...)."""
+    inner = [e for e in _chain(exc) if type(e).__module__ == "ssl"]
+    return " ".join(str(inner[-1] if inner else exc).split())[:200]
 
 
 def _chain(exc: BaseException | None):
