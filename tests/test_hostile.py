@@ -550,3 +550,14 @@ def test_csv_with_a_field_over_csvs_limit_is_named(tiny_raw):
     rewrite_member(tiny_raw / TRAIN_ZIP, CSV_0, lambda data: data.replace(b".ppm", b"x" * 200_000 + b".ppm", 1))
     with pytest.raises(PipelineError, match=r"GT-00000.csv line \d+: not a readable CSV \(field larger than"):
         read_train_split(tiny_raw)
+
+
+def test_evaluate_refuses_a_model_trained_on_other_data(tmp_path, tiny_model, tiny_dataset):
+    """models/best.keras from another size or source (e.g. a stage run by hand after editing params)."""
+    from tests.helpers import make_project, run_stages, tiny_params
+
+    project = make_project(tmp_path / "p", prepared=tiny_dataset)
+    (project / "models").mkdir()
+    shutil.copy(tiny_model, project / "models" / "best.keras")  # 8 px; the dataset is 24 px
+    with pytest.raises(PipelineError, match=r"best.keras was trained on other data .*size 8 vs 24"):
+        run_stages(project, tiny_params(), "evaluate")
