@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -95,3 +97,60 @@ def test_every_model_has_its_own_widths():
     assert make_params({"model": {"name": "v2", "v2": {"filters": 8}}}).model.widths()["filters"] == 8
     assert make_params({"model": {"name": "resnet"}}).model.widths() == {"filters": 32, "dropout": 0.3}
     assert make_params({"model": {"name": "dnn"}}).model.widths() == {"dense": 100}
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"prepare": {"seed": -1}}, "'prepare.seed': Input should be greater than or equal to 0"),
+        ({"train": {"seed": 2**32}}, "'train.seed'"),
+        ({"data": {"seed": -5}}, "'data.seed'"),
+        ({"data": {"synthetic": {"train_tracks_per_class": float("inf")}}}, "finite number"),
+        ({"data": {"synthetic": {"test_tracks_per_class": float("nan")}}}, "finite number"),
+        ({"data": {"synthetic": {"train_tracks_per_class": 1e9}}}, "less than or equal to 1000"),
+        ({"train": {"learning_rate": float("nan")}}, "'train.learning_rate'"),
+        ({"data": {"deadline": 0}}, "'data.deadline'"),
+    ],
+)
+def test_seeds_and_non_finite_numbers_are_refused_by_key(raw, expected):
+    """-1 as a seed, `.inf` or `.nan` for a float: one line naming the key, not a traceback from NumPy later."""
+    with pytest.raises(PipelineError, match="invalid params") as err:
+        make_params(raw)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "mirror",
+    ["data/raw", "./data/raw/", "data/raw/zips", "plots/data", "{root}/data/raw", "file://{root}/data/raw", "models"],
+)
+def test_a_mirror_inside_a_stage_output_is_refused(tmp_path, monkeypatch, mirror):
+    """DVC empties a stage's outputs before it runs: a mirror there would lose the user's archives.
+    Every stage validates params first, so the one that would read or delete it stops."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    with pytest.raises(PipelineError, match=r"'data\.mirror'.* a folder the pipeline writes"):
+        make_params({"data": {"mirror": mirror.format(root=tmp_path)}})
+
+
+def test_a_symlink_into_a_stage_output_is_refused_and_other_mirrors_pass(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    (tmp_path / "zips").symlink_to(tmp_path / "data" / "raw")
+    with pytest.raises(PipelineError, match="inside data/raw"):
+        make_params({"data": {"mirror": "zips"}})
+    for fine in ("", "https://example.org/data/raw/", str(tmp_path / "elsewhere"), "data/rawer", "data/downloads"):
+        assert make_params({"data": {"mirror": fine}}).data.mirror == fine
+
+
+def test_stage_outputs_cover_every_dvc_out():
+    """data.mirror's refusal knows every folder DVC empties: each of dvc.yaml's outs lies under STAGE_OUTPUTS."""
+    from trafficsigns.core.paths import STAGE_OUTPUTS
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    outs = [
+        next(iter(out)) if isinstance(out, dict) else out
+        for stage in stages.values()
+        for section in ("outs", "metrics", "plots")
+        for out in stage.get(section) or []
+    ]
+    assert outs and all(any(Path(out).is_relative_to(folder) for folder in STAGE_OUTPUTS) for out in outs), outs

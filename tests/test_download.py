@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import json
 import logging
 import os
 import random
@@ -23,7 +25,7 @@ import pytest
 from tests.helpers import ROOT
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.core.fsutil import md5sum
-from trafficsigns.data.download import fetch, fetch_all
+from trafficsigns.data.download import fetch, fetch_all, require_zip
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -252,7 +254,7 @@ def test_local_mirror(tmp_path, as_uri):
         (mirror / name).write_bytes(data)
     out = tmp_path / "out"
     fetch_all(MD5, out, mirror=mirror.as_uri() if as_uri else str(mirror), base_url="http://127.0.0.1:9/", verify=True)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == FILES
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.suffix != ".origin"} == FILES
 
     with pytest.raises(PipelineError, match="absent.zip"):
         fetch_all(
@@ -340,3 +342,122 @@ def test_disk_full_mid_download_is_one_clear_error(server, tmp_path, monkeypatch
     with pytest.raises(PipelineError, match="no space left on device while downloading"):
         fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
     assert _leftovers(tmp_path) == [] and not (tmp_path / BIG).exists()
+
+
+# --- hostile servers and stale caches (README, Reliability) ------------------------------------------
+
+ZIP = b"PK\x03\x04" + bytes(200)
+PORTAL = b"<!DOCTYPE html><html><body>Please log in to the hotel wifi</body></html>"
+
+
+def test_trickling_server_is_cut_by_min_rate_then_deadline(server, tmp_path, caplog):
+    """8 KiB/s where 10 KiB/s is the floor, never silent long enough for the read timeout: each attempt is
+    cut after one window and resumed, and the file gives up at the deadline, .part kept for a later run."""
+    server.trickles = [0.5] * 20  # 4 KiB every 0.5 s
+    started = time.monotonic()
+    with pytest.raises(PipelineError, match=r"within data\.deadline \(2\.5 s\)"):
+        fetch(
+            f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], retries=10, backoff=0.01, timeout=1.0,
+            min_rate=10_000, deadline=2.5,
+        )  # fmt: skip
+    assert time.monotonic() - started < 6
+    assert "under data.min_rate" in caplog.text
+    assert len(server.requests) >= 2 and server.ranges()[1].startswith("bytes=")
+    assert (tmp_path / (BIG + ".part")).exists()
+
+
+@pytest.mark.parametrize("body", [PORTAL, b"\x00garbage"], ids=["html", "garbage"])
+def test_what_is_not_a_zip_is_refused_and_not_cached(server, tmp_path, body):
+    server.files[BIG] = body
+    with pytest.raises(PipelineError, match="HTML page" if body == PORTAL else "not a zip archive"):
+        fetch_all({BIG: MD5[BIG]}, tmp_path, mirror="", base_url=server.url, verify=False, check=require_zip, **FAST)
+    assert _leftovers(tmp_path) == [] and not (tmp_path / BIG).exists()
+    server.files[BIG] = ZIP  # the portal is gone: the real file comes
+    fetch_all({BIG: MD5[BIG]}, tmp_path, mirror="", base_url=server.url, verify=False, check=require_zip, **FAST)
+    assert (tmp_path / BIG).read_bytes() == ZIP
+
+
+def test_unverified_cache_is_tied_to_its_source_and_size(server, tmp_path):
+    """verify: false: a cached file is reused only for the same URL and size; another mirror fetches anew."""
+    cache, mirror = tmp_path / "cache", tmp_path / "mirror"
+    mirror.mkdir()
+    server.files[BIG] = ZIP
+    fetch_all({BIG: None}, cache, mirror="", base_url=server.url, verify=False, check=require_zip, **FAST)
+    fetch_all({BIG: None}, cache, mirror="", base_url=server.url, verify=False, check=require_zip, **FAST)
+    assert len(server.requests) == 1  # the same URL: cached
+    (mirror / BIG).write_bytes(ZIP + b"other build")
+    fetch_all({BIG: None}, cache, mirror=str(mirror), base_url=server.url, verify=False, check=require_zip)
+    assert (cache / BIG).read_bytes() == ZIP + b"other build"  # the mirror switch fetched the mirror's file
+    (mirror / BIG).write_bytes(ZIP + b"rebuilt, longer")
+    fetch_all({BIG: None}, cache, mirror=str(mirror), base_url=server.url, verify=False, check=require_zip)
+    assert (cache / BIG).read_bytes() == ZIP + b"rebuilt, longer"  # same mirror, new size: copied again
+
+
+def test_part_from_another_source_is_not_resumed(server, tmp_path):
+    (tmp_path / (BIG + ".part")).write_bytes(b"x" * K)
+    (tmp_path / (BIG + ".origin")).write_text(json.dumps({"source": "http://elsewhere/" + BIG, "size": None}))
+    fetch(f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], **FAST)
+    assert server.ranges() == [None] and (tmp_path / BIG).read_bytes() == FILES[BIG]
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_local_mirror_file_that_is_not_a_regular_file(tmp_path, kind):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / BIG).mkdir() if kind == "folder" else os.mkfifo(mirror / BIG)
+    with pytest.raises(PipelineError, match="is not a regular file"):
+        fetch(str(mirror / BIG), tmp_path / BIG, checksum=None)
+
+
+@contextlib.contextmanager
+def raw_server(answer: bytes, delay: float = 0.0):
+    """A one-connection server on 127.0.0.1 that sends `answer` as it is, `delay` s between its bytes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn, contextlib.suppress(OSError):
+            if not delay:
+                return conn.sendall(answer)
+            for byte in answer:
+                if stop.wait(delay):
+                    return
+                conn.sendall(bytes([byte]))
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/{BIG}"
+    finally:
+        stop.set()
+        listener.close()
+
+
+def test_server_trickling_its_headers_is_cut_at_the_deadline(tmp_path):
+    """Each header byte comes before the read timeout, so only the overall deadline can end it."""
+    started = time.monotonic()
+    with raw_server(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000, delay=0.1) as url:
+        with pytest.raises(PipelineError, match=r"within data\.deadline \(1\.5 s\)"):
+            fetch(url, tmp_path / BIG, checksum=None, retries=0, backoff=0.01, timeout=1.0, deadline=1.5)
+    assert time.monotonic() - started < 4
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_download_over_the_size_limit_is_refused(tmp_path, monkeypatch, announced):
+    """Announced by Content-Length, or sent without one: refused past the limit, nothing left behind."""
+    from trafficsigns.data import download
+
+    monkeypatch.setattr(download, "MAX_DOWNLOAD_BYTES", 50_000)
+    header = b"Content-Length: 60000\r\n" if announced else b""
+    with raw_server(b"HTTP/1.1 200 OK\r\nConnection: close\r\n" + header + b"\r\n" + bytes(60_000)) as url:
+        with pytest.raises(PipelineError, match="announces 60000 bytes, over the limit" if announced else "over 50000"):
+            fetch(url, tmp_path / BIG, checksum=None, **FAST)
+    assert _leftovers(tmp_path) == [] and not (tmp_path / BIG).exists()
+
+
+def test_tls_failure_is_not_retried(server, tmp_path):
+    """https:// on a plain-http server: no retry fixes a handshake, so one clear line at once."""
+    url = server.url.replace("http://", "https://") + "/" + BIG
+    with pytest.raises(PipelineError, match=r"the TLS handshake failed \(.*\); check data\.mirror"):
+        fetch(url, tmp_path / BIG, checksum=MD5[BIG], **FAST)
+    assert len(server.requests) == 0 and _leftovers(tmp_path) == []

@@ -7,34 +7,74 @@ Config flows one way: stages call `load_params()` once and pass the typed sectio
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trafficsigns.core.errors import PipelineError
+from trafficsigns.core.paths import STAGE_OUTPUTS
 from trafficsigns.data.colour_modes import COLOUR_MODES
 from trafficsigns.data.sources import SOURCE_NAMES
 
 
 class _Section(BaseModel):
-    # extra="forbid" turns a typo such as `prepare.sise` into an error instead of a silent default.
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # extra="forbid" turns a typo such as `prepare.sise` into an error instead of a silent default;
+    # allow_inf_nan=False refuses `.inf` and `.nan`, which YAML reads as floats, for every float key.
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
+
+
+# Seeds go to NumPy's and Keras' generators, which take 0 <= seed < 2**32.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="random seed, 0 <= seed < 2**32")]
 
 
 class SyntheticParams(_Section):
-    train_tracks_per_class: float = Field(gt=0, description="mean training tracks per class")
-    test_tracks_per_class: float = Field(gt=0, description="mean test tracks per class")
+    # at most 1000 (GTSRB has ~30): the generator allocates every track, and track numbers are 5 digits
+    train_tracks_per_class: float = Field(gt=0, le=1000, description="mean training tracks per class")
+    test_tracks_per_class: float = Field(gt=0, le=1000, description="mean test tracks per class")
     frames_per_track: int = Field(ge=1, le=200)
+
+
+def mirror_in_outputs(mirror: str, root: Path | None = None) -> Path | None:
+    """The stage output folder (of STAGE_OUTPUTS, under `root`, default the working directory) that a local
+    `data.mirror` lies in, or None (for a URL, "" or a folder outside them)."""
+    url = urlsplit(mirror)
+    if not mirror or url.scheme in ("http", "https"):
+        return None
+    local = Path(url2pathname(url.path)) if url.scheme == "file" else Path(mirror).expanduser()
+    root = Path.cwd() if root is None else root
+    where = (root / local).resolve()
+    for output in STAGE_OUTPUTS:
+        if where.is_relative_to((root / output).resolve()):
+            return output
+    return None
 
 
 class DataParams(_Section):
     source: Literal[SOURCE_NAMES]  # type: ignore[valid-type]
     mirror: str = Field(description="base URL (http, https, file) or folder holding the official files")
     verify: bool
-    seed: int
+    timeout: float = Field(gt=0, le=3600, description="seconds a connection or a read may stall before a retry")
+    min_rate: float = Field(ge=0, description="bytes/s a download must average over each `timeout` window; 0 = off")
+    deadline: float = Field(gt=0, description="seconds one file's download may take, all attempts together")
+    seed: Seed
     synthetic: SyntheticParams
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror_outside_outputs(cls, mirror: str) -> str:
+        """A mirror inside a stage's output would be emptied by DVC before (or after) the stage reads it."""
+        inside = mirror_in_outputs(mirror)
+        if inside:
+            raise ValueError(
+                f"{mirror!r} is inside {inside}/, a folder the pipeline writes (DVC empties a stage's "
+                "outputs before the stage runs, so these files would be deleted); move them elsewhere"
+            )
+        return mirror
 
 
 class PrepareParams(_Section):
@@ -42,7 +82,7 @@ class PrepareParams(_Section):
     mode: Literal[COLOUR_MODES]  # type: ignore[valid-type]
     roi_crop: bool
     val_fraction: float = Field(gt=0, lt=1)
-    seed: int
+    seed: Seed
     on_bad_image: Literal["error", "skip"]
 
 
@@ -66,7 +106,7 @@ class AugmentParams(_Section):
     noise: float = Field(ge=0, le=0.5, description="max standard deviation of added Gaussian noise")
     flip: bool = Field(description="class-aware flips and relabels (tables in trafficsigns/data/classes.py)")
     balance: int = Field(ge=0, le=100_000, description="augment every rarer class up to this count; 0 = off")
-    seed: int = Field(ge=0)
+    seed: Seed
 
     GEOMETRY: ClassVar[tuple[str, ...]] = ("rotation", "shift", "zoom", "shear")
     PHOTOMETRY: ClassVar[tuple[str, ...]] = ("brightness", "contrast", "blur", "noise")
@@ -142,7 +182,7 @@ class TrainParams(_Section):
     epochs: int = Field(ge=1, le=1000)
     batch_size: int = Field(ge=1, le=65536)
     learning_rate: float = Field(gt=0, le=10)
-    seed: int
+    seed: Seed
     optimizer: Literal["adam", "sgd"]
     momentum: float = Field(ge=0, lt=1, description="sgd only (Nesterov)")
     lr_schedule: Literal["constant", "cosine", "plateau"]
@@ -228,14 +268,40 @@ def parse_params(raw: dict) -> Params:
         raise PipelineError(f"invalid params: {'; '.join(problems)}") from None
 
 
+MAX_YAML_BYTES = 1 << 20  # params.yaml is 5 KB; grid.yaml less
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: nothing here needs them, and nested aliases ("billion laughs") make a
+    few lines into an exponential structure as soon as it is copied or validated."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def read_yaml(path: str | Path, kind: str):
-    """The parsed YAML file; a missing or malformed one is a one-line PipelineError naming it."""
+    """The parsed YAML file; a missing, non-regular, huge, non-UTF-8 or malformed one is a one-line
+    PipelineError naming it."""
+    path = Path(path)
     try:
-        return yaml.safe_load(Path(path).read_text())
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a folder, or a FIFO that would block the read
+            raise PipelineError(f"{path}: not a regular file; expected a {kind} YAML file")
+        if st.st_size > MAX_YAML_BYTES:
+            raise PipelineError(f"{path}: {st.st_size} bytes, over the limit of {MAX_YAML_BYTES} for a {kind} file")
+        text = path.read_bytes().decode("utf-8-sig")
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise PipelineError(f"{path}: no such {kind} file") from None
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start})") from None
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
-        raise PipelineError(f"{path}: not valid YAML: {exc}") from None
+        raise PipelineError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

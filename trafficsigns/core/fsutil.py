@@ -8,6 +8,7 @@ import glob
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,17 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def check_regular_file(path: str | os.PathLike, what: str) -> None:
+    """Raise a PipelineError unless `path` is a regular file (following symlinks): opening a FIFO blocks for
+    ever, a device never ends, a folder is no file. A missing path raises FileNotFoundError, for the caller
+    to say what to run; stat itself never blocks."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise PipelineError(f"{path}: is a folder, not {what}")
+    if not stat.S_ISREG(mode):
+        raise PipelineError(f"{path}: not a regular file (a FIFO, socket or device?), not {what}")
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+DATA_CHECKED = Path("data/checked/data.json")  # stage check: data.* validated before download may run
 DOWNLOAD_CACHE = Path("data/downloads")  # outside DVC's outputs, so partial downloads survive a re-run
 RAW_DIR = Path("data/raw")
 DATASET = Path("data/prepared/dataset.h5")
@@ -30,6 +31,20 @@ COMPARE_HTML = Path("reports/compare.html")  # not a stage: `python -m trafficsi
 COMPARE_MD = Path("reports/compare.md")
 COMPARE_IMAGES = Path("reports/compare")
 GRID_FILE = Path("grid.yaml")
+
+# The folders the stages write into (each of dvc.yaml's outs lies under one; a test checks it). DVC empties
+# an output before its stage runs, so data.mirror may point inside none of them.
+STAGE_OUTPUTS = (
+    DATA_CHECKED.parent,
+    RAW_DIR,
+    DATASET.parent,
+    AUGMENTED.parent,
+    Path("models"),
+    Path("metrics"),
+    Path("plots"),
+    Path("reports"),
+    Path("logs"),
+)
 
 # Files one stage writes and another (the report) reads.
 TRAIN_SUMMARY = TRAIN_LIVE_DIR / "metrics.json"  # dvclive's summary: best epoch, train time, weights...

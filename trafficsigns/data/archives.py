@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from trafficsigns.core.errors import PipelineError
+from trafficsigns.core.fsutil import check_regular_file
+from trafficsigns.core.zipcheck import ZipLimits, check_zip, read_member
 from trafficsigns.data.classes import NUM_GTSRB_CLASSES
 from trafficsigns.data.sources import TEST_GT_ZIP, TEST_ZIP, TRAIN_ZIP
 
@@ -52,6 +54,7 @@ class Split:
 def open_zip(path: Path) -> zipfile.ZipFile:
     """Open an archive and refuse it whole if any member is hostile (see `check_members`)."""
     try:
+        check_regular_file(path, "a zip archive")
         zf = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise PipelineError(f"{path}: archive not found (run the download stage first)") from None
@@ -66,49 +69,43 @@ def open_zip(path: Path) -> zipfile.ZipFile:
 
 
 def check_members(zf: zipfile.ZipFile, path: Path) -> None:
-    """Refuse zip slip (members escaping the folder, symlinks) and zip bombs, before reading anything.
+    """Refuse zip slip (members escaping the folder, symlinks), zip bombs and members that cannot be read
+    honestly (`check_zip`: duplicate, encrypted, unknown compression), before reading anything.
 
     Nothing is ever extracted to disk, but an archive with such members is not an honest GTSRB
     archive, and declared sizes are all a reader has to go by before decompressing.
     """
-    infos = zf.infolist()
-    if len(infos) > MAX_MEMBERS:
-        raise PipelineError(f"{path}: {len(infos)} members, over the limit of {MAX_MEMBERS} (a zip bomb?)")
-    total = sum(info.file_size for info in infos)
-    if total > MAX_UNPACKED_BYTES:
-        raise PipelineError(
-            f"{path}: declares {total / 2**30:.1f} GiB unpacked, over the limit of "
-            f"{MAX_UNPACKED_BYTES / 2**30:.0f} GiB (a zip bomb?)"
-        )
-    for info in infos:
+    check_zip(zf, path, ZipLimits(MAX_MEMBERS, MAX_UNPACKED_BYTES, MAX_MEMBER_BYTES, MAX_RATIO))
+    for info in zf.infolist():
         name = info.filename
         if name.startswith(("/", "\\")) or "\\" in name or ".." in name.split("/") or name[1:2] == ":":
             raise PipelineError(f"{path}: member {name!r} escapes the archive's folder (zip slip); refused")
         if stat.S_ISLNK(info.external_attr >> 16):
             raise PipelineError(f"{path}: member {name!r} is a symbolic link; refused")
-        if info.file_size > MAX_MEMBER_BYTES or (
-            info.file_size > 1 << 20 and info.file_size > MAX_RATIO * max(info.compress_size, 1)
-        ):
-            raise PipelineError(
-                f"{path}: member {name!r} declares {info.file_size} bytes from "
-                f"{info.compress_size} compressed, over the limits (a zip bomb?)"
-            )
 
 
 def _read_csv(zf: zipfile.ZipFile, member: str, with_class: bool) -> list[dict[str, str]]:
     where = f"{zf.filename}:{member}"
     try:
-        text = zf.read(member).decode("utf-8-sig")
+        data = read_member(zf, member)
     except KeyError:
         raise PipelineError(f"{where}: annotation CSV missing from the archive") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise PipelineError(f"{where}: cannot read ({exc}); the archive is corrupt or truncated") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PipelineError(
+            f"{where}: not UTF-8 or ASCII text (byte {data[exc.start]:#x} at offset {exc.start}); "
+            "the official CSVs are ASCII"
+        ) from None
     reader = csv.DictReader(io.StringIO(text), delimiter=";")
-    needed = CSV_COLUMNS + (("ClassId",) if with_class else ())
-    missing = [c for c in needed if c not in (reader.fieldnames or [])]
-    if missing:
-        raise PipelineError(f"{where}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}")
-    return list(reader)
+    try:
+        needed = CSV_COLUMNS + (("ClassId",) if with_class else ())
+        missing = [c for c in needed if c not in (reader.fieldnames or [])]
+        if missing:
+            raise PipelineError(f"{where}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}")
+        return list(reader)
+    except csv.Error as exc:  # e.g. a field over csv's 128 KiB limit
+        raise PipelineError(f"{where} line {reader.line_num}: not a readable CSV ({exc})") from None
 
 
 def _parse_rows(rows: list[dict[str, str]], where: str, with_class: bool):
@@ -185,7 +182,14 @@ def _check_members(files: list[str], names: set[str], path: Path) -> None:
 
 
 def _track_number(member: str, path: Path) -> int:
+    """The TTTTT of TTTTT_FFFFF.ppm: ASCII digits under TRACK_BASE, so that class * TRACK_BASE + track ids of
+    two classes cannot collide (class 0's track 100000 would be class 1's track 0)."""
     stem = member.rsplit("/", 1)[-1].split("_", 1)[0]
-    if not stem.isdigit():
+    if not (stem.isascii() and stem.isdigit()):
         raise PipelineError(f"{path}:{member}: expected a TTTTT_FFFFF.ppm file name carrying the track number")
+    if int(stem) >= TRACK_BASE:
+        raise PipelineError(
+            f"{path}:{member}: track number {int(stem)} is over {TRACK_BASE - 1} (TTTTT has five digits); "
+            "it would share its track id with another class's track"
+        )
     return int(stem)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from trafficsigns.core.config import PrepareParams
 from trafficsigns.core.errors import PipelineError
-from trafficsigns.core.fsutil import md5sum
+from trafficsigns.core.fsutil import check_regular_file, md5sum
+from trafficsigns.core.zipcheck import READ_ERRORS, ZipLimits, check_zip
 from trafficsigns.data.archives import Split, read_test_split, read_train_split
 from trafficsigns.data.classes import GTSRB_CLASS_NAMES
 from trafficsigns.data.h5store import Dataset, expected_meta
@@ -87,9 +90,21 @@ def inputs_md5(raw_dir: Path, source: str) -> dict[str, str]:
 MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
+# Keras' mnist.npz: 4 members, ~55 MB unpacked from 11 MB. Declared sizes bound what np.load may inflate.
+MNIST_LIMITS = ZipLimits(members=16, total=256 << 20, member=128 << 20, ratio=50)
+
+
 def read_mnist(path: Path) -> dict[str, np.ndarray]:
-    """Keras' mnist.npz, checked: uint8 28x28 digits and labels 0..9 of matching lengths."""
+    """Keras' mnist.npz, checked: uint8 28x28 digits and integer labels 0..9 of matching lengths.
+
+    Before NumPy decompresses anything, the zip's declared sizes are bounded and each array's header is
+    read: its shape and dtype must fit its member's size (np.load allocates what the header says)."""
     try:
+        check_regular_file(path, "an .npz file")
+        with zipfile.ZipFile(path) as zf:
+            check_zip(zf, path, MNIST_LIMITS)
+            for info in zf.infolist():
+                _check_npy_header(zf, info, path)
         with np.load(path, allow_pickle=False) as npz:
             missing = [key for key in MNIST_KEYS if key not in npz.files]
             if missing:
@@ -97,10 +112,14 @@ def read_mnist(path: Path) -> dict[str, np.ndarray]:
             arrays = {key: npz[key] for key in MNIST_KEYS}
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found (run the download stage first)") from None
-    except (ValueError, OSError, EOFError) as exc:
+    except (*READ_ERRORS, ValueError) as exc:
         raise PipelineError(f"{path}: not a readable .npz file ({exc})") from None
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or not np.issubdtype(y.dtype, np.integer):
+            raise PipelineError(
+                f"{path}: x_{split}/y_{split} are {x.dtype}/{y.dtype}; expected uint8 digits and integer labels"
+            )
         if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) != len(y) or not len(x) or y.min() < 0 or y.max() > 9:
             raise PipelineError(
                 f"{path}: x_{split}/y_{split} are {x.shape}/{y.shape} with labels "
@@ -108,6 +127,27 @@ def read_mnist(path: Path) -> dict[str, np.ndarray]:
                 "digits and n labels in 0..9"
             )
     return arrays
+
+
+def _check_npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
+    """An .npy member's header: its shape x dtype must be what the member holds (no more than it declares)."""
+    with zf.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read_header:
+                raise ValueError(f".npy format version {version}")
+            shape, _, dtype = read_header[version](f)
+        except READ_ERRORS as exc:
+            raise PipelineError(f"{path}:{info.filename}: cannot read ({exc}); the file is corrupt") from None
+        except (ValueError, SyntaxError, TypeError) as exc:
+            raise PipelineError(f"{path}:{info.filename}: not an .npy array ({exc})") from None
+    needed = math.prod(shape) * dtype.itemsize
+    if dtype.hasobject or needed > info.file_size:
+        raise PipelineError(
+            f"{path}:{info.filename}: its header declares a {shape} {dtype} array ({needed} bytes), more than "
+            f"the {info.file_size} bytes the member holds"
+        )
 
 
 def _unit_float(digits: np.ndarray) -> np.ndarray:

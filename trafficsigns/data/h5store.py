@@ -17,7 +17,7 @@ import numpy as np
 
 from trafficsigns.core.config import PrepareParams
 from trafficsigns.core.errors import PipelineError
-from trafficsigns.core.fsutil import atomic_path
+from trafficsigns.core.fsutil import atomic_path, check_regular_file
 from trafficsigns.data.sources import SOURCES
 
 SPLITS = ("train", "val", "test")
@@ -121,22 +121,57 @@ def read_dataset(path: str | Path, splits=SPLITS, expected: dict | None = None) 
             raise PipelineError(
                 f"{path}: not a dataset written by `prepare` (missing {', '.join(missing)}); re-run prepare"
             )
-        ds = Dataset(
-            x={s: f[f"x_{s}"][...] for s in splits},
-            y={s: f[f"y_{s}"][...].astype(np.int64) for s in splits},
-            class_names=_class_names(f),
-            tracks={s: f[f"track_{s}"][...] for s in splits if f"track_{s}" in f},
-            meta=_meta(f),
-        )
+        for key in needed[:-2]:
+            _check_stored(f[key], path)
+        try:
+            ds = Dataset(
+                x={s: f[f"x_{s}"][...] for s in splits},
+                y={s: f[f"y_{s}"][...].astype(np.int64) for s in splits},
+                class_names=_class_names(f),
+                tracks={s: f[f"track_{s}"][...] for s in splits if f"track_{s}" in f},
+                meta=_meta(f),
+            )
+        except (OSError, ValueError, TypeError) as exc:  # a damaged chunk, a non-UTF-8 name, broken meta JSON
+            raise PipelineError(f"{path}: cannot read ({exc}); the file is damaged, re-run prepare") from None
+    for split, x in ds.x.items():
+        check_pixels(x, f"{path}: x_{split}")
     if expected is not None:
         check_dataset(ds, path, expected)
     return ds
 
 
+def _check_stored(dataset: h5py.Dataset, path: str | Path) -> None:
+    """A dataset must store about what it declares: HDF5 reads unwritten chunks as fill values, so a tiny
+    file can declare terabytes, which reading it would allocate. Our files are uncompressed (ratio 1)."""
+    declared, stored = dataset.size * dataset.dtype.itemsize, dataset.id.get_storage_size()
+    if declared > max(4 * stored, 16 << 20):
+        raise PipelineError(
+            f"{path}: {dataset.name.lstrip('/')} declares {dataset.shape} {dataset.dtype} ({declared} bytes) but "
+            f"stores {stored}: not a dataset prepare wrote; re-run prepare"
+        )
+
+
+def check_pixels(x: np.ndarray, where: str) -> None:
+    """Images must be finite and in [0, 1]: HDF5 keeps no checksum, so a damaged file reads as NaN or garbage
+    and would be trained on or scored (a NaN test set scored 3.6 %, exit 0) without a word."""
+    if not len(x):
+        return
+    low, high = x.min(), x.max()  # NaN propagates through min and max, so one pass each finds it
+    if not (0.0 <= low and high <= 1.0):
+        bad = "NaN" if np.isnan(low) or np.isnan(high) else f"values {low:g}..{high:g}"
+        raise PipelineError(
+            f"{where} holds {bad}, outside the [0, 1] pixels prepare writes: the file is damaged; "
+            "re-run prepare (dvc repro --force prepare)"
+        )
+
+
 def read_summary(path: str | Path) -> tuple[dict[str, int], list[str], dict]:
     """Images per split, class names and meta, without loading any image."""
     with _open(path) as f:
-        return {s: len(f[f"y_{s}"]) for s in SPLITS if f"y_{s}" in f}, _class_names(f), _meta(f)
+        try:
+            return {s: len(f[f"y_{s}"]) for s in SPLITS if f"y_{s}" in f}, _class_names(f), _meta(f)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise PipelineError(f"{path}: cannot read ({exc}); the file is damaged, re-run prepare") from None
 
 
 def _class_names(f: h5py.File) -> list[str]:
@@ -176,6 +211,7 @@ def check_dataset(ds: Dataset, path: str | Path, expected: dict) -> None:
 
 def _open(path: str | Path) -> h5py.File:
     try:
+        check_regular_file(path, "an HDF5 dataset")
         return h5py.File(path, "r")
     except FileNotFoundError:
         raise PipelineError(f"{path}: dataset not found (run the prepare stage first)") from None

@@ -13,7 +13,7 @@ import zipfile
 from functools import partial
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from skimage import color, exposure
 from skimage.exposure._adapthist import NR_OF_GRAY, map_histogram
 from skimage.filters import rank
@@ -23,14 +23,19 @@ from tqdm import tqdm
 
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.core.workers import worker_pool
+from trafficsigns.core.zipcheck import read_member
 from trafficsigns.data.archives import Split
 from trafficsigns.data.colour_modes import CLAHE, HE, LHE, ColourMode, colour_mode
 
 MAX_PIXELS = 4096 * 4096  # GTSRB images are at most 250 px a side: anything huge is a memory bomb
+WIDE_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # Pillow's modes for 16-bit (and 32-bit) grey
+WIDE_MAX = 65535  # Pillow scales a PGM of any maxval up to 16 bits; 16-bit PNG and TIFF are in 0..65535
 
 
 def decode(data: bytes, where: str) -> Image.Image:
-    """Decode an image, checking its declared size before any pixel is allocated."""
+    """Decode an image to 8-bit RGB, upright: its declared size checked before any pixel is allocated, a 16-bit
+    or float grey image scaled from its own range (Pillow's convert would clip it to 255, i.e. white), and a
+    photo turned as its EXIF orientation says (as every viewer shows it)."""
     try:
         img = Image.open(io.BytesIO(data))  # reads the header only
         if img.width * img.height > MAX_PIXELS:
@@ -39,22 +44,46 @@ def decode(data: bytes, where: str) -> Image.Image:
                 f"{MAX_PIXELS} (a memory bomb?)"
             )
         img.load()
+        img = ImageOps.exif_transpose(img)
+    except PipelineError:
+        raise
     except UnidentifiedImageError:
         raise PipelineError(f"{where}: image does not decode (not an image format Pillow reads)") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise PipelineError(f"{where}: image does not decode ({exc})") from None
+    except Exception as exc:  # a damaged file trips Pillow's parsers in many ways (struct.error, IndexError...)
+        raise PipelineError(f"{where}: image does not decode ({type(exc).__name__}: {exc})") from None
     if img.width == 0 or img.height == 0:
         raise PipelineError(f"{where}: image has zero size")
+    if img.mode in WIDE_GREY or img.mode == "F":
+        img = _wide_to_8bit(img, where)
     return img.convert("RGB")
 
 
-def crop_and_resize(img: Image.Image, size: int, roi: tuple[int, int, int, int] | None) -> np.ndarray:
-    """ROI crop (inclusive corners, clipped to the image), then resize; float32 RGB in [0, 1]."""
+def _wide_to_8bit(img: Image.Image, where: str) -> Image.Image:
+    """A 16/32-bit integer or float grey image as 8-bit grey, scaled from its full range (0..65535, or 0..1)."""
+    pixels = np.asarray(img, dtype=np.float64)
+    top = 1.0 if img.mode == "F" else WIDE_MAX
+    if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > top:
+        raise PipelineError(
+            f"{where}: {img.mode} image with values {pixels.min():g}..{pixels.max():g}, outside 0..{top:g}; "
+            "its intended range is unknown (save it as 8- or 16-bit)"
+        )
+    return Image.fromarray(np.round(pixels * (255 / top)).astype(np.uint8), mode="L")
+
+
+def crop_and_resize(
+    img: Image.Image, size: int, roi: tuple[int, int, int, int] | None, where: str = "image"
+) -> np.ndarray:
+    """ROI crop (inclusive corners, inside the image), then resize; float32 RGB in [0, 1].
+
+    A ROI that is not inside the image is an error: cropping what is left of it, or ignoring it, would
+    classify something else than what was asked for, without a word."""
     if roi is not None:
         x1, y1, x2, y2 = roi
-        box = (max(0, x1), max(0, y1), min(img.width, x2 + 1), min(img.height, y2 + 1))
-        if box[2] > box[0] and box[3] > box[1]:
-            img = img.crop(box)
+        if not (0 <= x1 <= x2 < img.width and 0 <= y1 <= y2 < img.height):
+            raise PipelineError(
+                f"{where}: ROI ({x1},{y1})-({x2},{y2}) is not inside the {img.width}x{img.height} image"
+            )
+        img = img.crop((x1, y1, x2 + 1, y2 + 1))
     img = img.resize((size, size), Image.BILINEAR)
     return np.asarray(img, dtype=np.float32) / 255.0
 
@@ -180,28 +209,34 @@ def _clip_histograms(hist: np.ndarray, limit: int) -> np.ndarray:
 
 
 def prepare_image(data: bytes, where: str, size: int, mode: str, roi=None) -> np.ndarray:
-    return enhance(crop_and_resize(decode(data, where), size, roi), mode)
+    return enhance(crop_and_resize(decode(data, where), size, roi, where), mode)
 
 
 _zip_cache: dict[str, zipfile.ZipFile] = {}
 
 
 def _prepare_chunk(
-    archive: str, items: list[tuple[str, tuple | None]], size: int, mode: str, skip_bad: bool
+    archive: str, items: list[tuple], size: int, mode: str, skip_bad: bool
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Prepare some members of one archive; with `skip_bad`, a bad image is reported, not raised."""
+    """Prepare some members of one archive; with `skip_bad`, a bad image is reported, not raised.
+
+    items: (member, ROI or None[, annotated (width, height)]); an image whose size is not the annotated one
+    is refused, since its ROI would crop somewhere else."""
     # Each worker process keeps its own handle: zip handles cannot be shared across processes.
     zf = _zip_cache.get(archive) or _zip_cache.setdefault(archive, zipfile.ZipFile(archive))
     rgb = np.zeros((len(items), size, size, 3), dtype=np.float32)
     bad = []
-    for i, (member, roi) in enumerate(items):
+    for i, (member, roi, *annotated) in enumerate(items):
         where = f"{archive}:{member}"
         try:
-            try:
-                data = zf.read(member)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise PipelineError(f"{where}: cannot read ({exc}); the archive is corrupt") from None
-            rgb[i] = crop_and_resize(decode(data, where), size, roi)
+            img = decode(read_member(zf, member), where)
+            if annotated and annotated[0] is not None and tuple(annotated[0]) != img.size:
+                width, height = annotated[0]
+                raise PipelineError(
+                    f"{where}: image is {img.width}x{img.height}, but its CSV row says {width}x{height}; "
+                    "its ROI would crop the wrong place"
+                )
+            rgb[i] = crop_and_resize(img, size, roi, where)
         except PipelineError as exc:
             if not skip_bad:
                 raise
@@ -227,7 +262,8 @@ def prepare_split(
     """
     channels = colour_mode(mode).channels
     rois = [tuple(int(v) for v in r) if roi_crop else None for r in split.rois]
-    items = list(zip(split.members, rois))
+    sizes = [tuple(int(v) for v in s) if roi_crop else None for s in split.sizes]
+    items = list(zip(split.members, rois, sizes))
     chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
     work = partial(_prepare_chunk, str(split.archive), size=size, mode=mode, skip_bad=skip_bad)
     out = np.empty((len(items), size, size, channels), dtype=np.float32)

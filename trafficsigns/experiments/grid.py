@@ -17,7 +17,9 @@ import fnmatch
 import itertools
 import json
 import logging
+import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -32,6 +34,7 @@ from trafficsigns.experiments.slurm import Resources, rows_arg
 
 log = logging.getLogger(__name__)
 SOURCES = ("*.py", "dvc.yaml", "params.yaml", "pyproject.toml", "requirements.lock")
+MAX_COMBINATIONS = 10_000  # each one is a training run
 WORKER_DIR = Path(".dvc/tmp/exps/celery")  # DVC 3: `dvc queue start` writes its workers' pid files here
 
 
@@ -46,6 +49,9 @@ def read_grid(path: Path = GRID_FILE) -> dict[str, list]:
     empty = [k for k, v in grid.items() if not v]
     if empty:
         raise PipelineError(f"{path}: no values for {', '.join(empty)}")
+    size = math.prod(len(v) for v in grid.values())
+    if size > MAX_COMBINATIONS:  # before itertools.product lists them all (10 keys of 10 values: 10**10)
+        raise PipelineError(f"{path}: {size} combinations, over the limit of {MAX_COMBINATIONS}; split the grid")
     return grid
 
 
@@ -94,12 +100,31 @@ def dirty_sources(cwd: Path | None = None) -> list[str]:
     return dirty
 
 
+_BARE = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*")
+_HYDRA_WORDS = {"true", "false", "null", "inf", "nan"}  # what Hydra reads as a bool, None or float, any case
+
+
 def hydra_value(value) -> str:
-    """A value as `dvc exp run -S key=...` parses it (Hydra's override grammar)."""
+    """A value as `dvc exp run -S key=...` parses it (Hydra's override grammar), back to the same value and type.
+
+    A string is left bare only if Hydra reads it back as that string (`v1`, `/data/gtsrb-35px`); any other is
+    quoted, so `"true"`, `"null"` or `"1e3"` stay strings, and inside the quotes a quote, the backslashes
+    just before a quote or the end, and `${` (an interpolation to Hydra) are escaped (an apostrophe in
+    `/data/O'Brien` made DVC refuse the grid). Lists and mappings are written element by element.
+    """
     if isinstance(value, bool) or value is None:
         return json.dumps(value)  # true, false, null
+    if isinstance(value, (int, float)):
+        return str(value)  # inf and nan read back as floats too
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{hydra_value(str(k))}:{hydra_value(v)}" for k, v in value.items()) + "}"
     text = str(value)
-    return f"'{text}'" if not text or any(c in text for c in ",[]{}()'\" =:") else text
+    if _BARE.fullmatch(text) and text.lower() not in _HYDRA_WORDS:
+        return text
+    text = re.sub(r"(\\+)(?='|$|\$\{)", lambda m: m[1] * 2, text)  # backslashes before ' or ${ or the end
+    return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"
 
 
 def set_args(combo_or_grid: dict) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import stat
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from keras import layers
 from trafficsigns.core.config import ModelParams
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.core.fsutil import atomic_path
+from trafficsigns.core.zipcheck import ZipLimits, check_zip, read_member
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +186,18 @@ def build_model(params: ModelParams, input_shape, num_classes: int) -> keras.Mod
         )
     except ValueError as exc:  # e.g. valid convolutions and poolings shrink a small image to nothing
         raise PipelineError(
-            f"model {params.name} cannot take {tuple(input_shape)} images ({exc}); "
+            f"model {params.name} cannot take {tuple(input_shape)} images ({keras_reason(exc)}); "
             "use a larger prepare.size or another model.name"
         ) from None
+
+
+def keras_reason(exc: BaseException) -> str:
+    """The one line of a Keras exception that says what is wrong, without its colour codes, the layer's call
+    arguments and the tensors (8 lines for a too-small input)."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()]
+    noise = ("Exception encountered", "Arguments received", "•", "args=", "kwargs=")
+    reason = [line for line in lines if line and not line.startswith(noise)]
+    return reason[0] if reason else type(exc).__name__
 
 
 METADATA_MEMBER = "trafficsigns.json"
@@ -237,21 +248,70 @@ def _renumber_shared_objects(config: str) -> str:
     )
 
 
-def read_model_metadata(path: Path) -> dict:
+# A `.keras` file: config.json, metadata.json, model.weights.h5 (v1 with Adam's state is ~130 MB) and ours.
+MODEL_LIMITS = ZipLimits(members=64, total=8 << 30, member=4 << 30, ratio=200)
+MAX_METADATA_BYTES = 4 << 20  # class names and settings: a few KB
+MAX_JSON_BYTES = 64 << 20  # Keras' config.json: the layers, a few KB to a few hundred
+
+
+def _open_model_zip(path: Path) -> zipfile.ZipFile:
+    """The model file's zip, vetted (`check_zip`): a missing path, a folder, a FIFO or device (which would
+    block or never end), a non-zip or a hostile zip is one PipelineError naming it."""
+    path = Path(path)
     try:
-        with zipfile.ZipFile(path) as zf:
-            return json.loads(zf.read(METADATA_MEMBER))
+        mode = path.stat().st_mode
     except FileNotFoundError:
-        raise PipelineError(f"{path}: model not found") from None
-    except (KeyError, zipfile.BadZipFile, ValueError):
-        raise PipelineError(f"{path}: not a model saved by this pipeline (no {METADATA_MEMBER} inside)") from None
+        raise PipelineError(f"{path}: model not found (run the train stage first)") from None
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot read the model ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise PipelineError(f"{path}: is a folder, not a model file (a .keras file, e.g. models/best.keras)")
+    if not stat.S_ISREG(mode):
+        raise PipelineError(f"{path}: not a regular file (a FIFO, socket or device?); a model is a .keras file")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise PipelineError(f"{path}: not a model file (not a readable zip: {exc})") from None
+    try:
+        check_zip(zf, path, MODEL_LIMITS)
+        for info in zf.infolist():  # Keras reads config.json and metadata.json whole
+            if info.filename.endswith(".json") and info.file_size > MAX_JSON_BYTES:
+                raise PipelineError(
+                    f"{path}: member {info.filename!r} declares {info.file_size} bytes, over the limit of "
+                    f"{MAX_JSON_BYTES} for a model's JSON"
+                )
+    except PipelineError:
+        zf.close()
+        raise
+    return zf
+
+
+def read_model_metadata(path: Path) -> dict:
+    """The metadata `save_model` put in the model file, read without loading the model."""
+    with _open_model_zip(path) as zf:
+        try:
+            info = zf.getinfo(METADATA_MEMBER)
+        except KeyError:
+            raise PipelineError(f"{path}: not a model saved by this pipeline (no {METADATA_MEMBER} inside)") from None
+        if info.file_size > MAX_METADATA_BYTES:
+            raise PipelineError(
+                f"{path}: its {METADATA_MEMBER} declares {info.file_size} bytes, over the limit of "
+                f"{MAX_METADATA_BYTES}; not a model saved by this pipeline"
+            )
+        data = read_member(zf, METADATA_MEMBER)
+    try:
+        metadata = json.loads(data)
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested deeper than Python recurses
+        raise PipelineError(f"{path}: its {METADATA_MEMBER} is not valid JSON") from None
+    if not isinstance(metadata, dict):
+        raise PipelineError(f"{path}: its {METADATA_MEMBER} is not a JSON object")
+    return metadata
 
 
 def load_model(path: Path) -> keras.Model:
     """Load a `.keras` file in safe mode: a file from elsewhere cannot run arbitrary code."""
-    if not Path(path).exists():
-        raise PipelineError(f"{path}: model not found (run the train stage first)")
+    _open_model_zip(path).close()  # what it is, and its declared sizes, before Keras reads a byte
     try:
         return keras.models.load_model(path, safe_mode=True)
-    except (ValueError, OSError) as exc:
-        raise PipelineError(f"{path}: cannot load model ({exc})") from None
+    except Exception as exc:  # Keras lets through whatever a damaged file makes it trip over
+        raise PipelineError(f"{path}: cannot load model ({type(exc).__name__}: {keras_reason(exc)})") from None

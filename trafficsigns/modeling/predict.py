@@ -6,6 +6,7 @@ never re-types it. User pictures are taken to be crops of the sign: no ROI crop 
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -47,6 +48,8 @@ def model_usage(model_path: str | Path) -> tuple[int, str, list[str]]:
         ) from None
     if mode not in CHANNELS:
         raise PipelineError(f"{model_path}: unknown colour mode {mode!r} in its metadata")
+    if not 8 <= size <= 256:  # prepare.size's range: each image is resized to size x size before the check
+        raise PipelineError(f"{model_path}: preprocessing size {size} in its metadata is outside 8..256")
     return size, mode, class_names
 
 
@@ -67,12 +70,32 @@ def best_classes(probs: np.ndarray, class_names: list[str], k: int) -> list[dict
     return [{"class_id": int(c), "name": class_names[c], "probability": round(float(probs[c]), 6)} for c in best]
 
 
+MAX_IMAGE_BYTES = 64 << 20  # a photo is a few MB; the pixel count is checked again from the header
+
+
+def read_image_file(path: Path) -> bytes:
+    """A file's bytes, after checking what it is: a FIFO would block for ever, a device never end, and a
+    folder or a huge file is no image. A PipelineError names the file."""
+    st = path.stat()  # stat does not block on a FIFO; open would
+    if stat.S_ISDIR(st.st_mode):
+        raise PipelineError(f"{path}: is a folder")
+    if not stat.S_ISREG(st.st_mode):
+        raise PipelineError(f"{path}: not a regular file (a FIFO, socket or device?); not read")
+    if st.st_size > MAX_IMAGE_BYTES:
+        raise PipelineError(f"{path}: {st.st_size} bytes, over the limit of {MAX_IMAGE_BYTES} for an image")
+    with open(path, "rb") as f:
+        data = f.read(MAX_IMAGE_BYTES + 1)  # it may have grown since stat
+    if len(data) > MAX_IMAGE_BYTES:
+        raise PipelineError(f"{path}: over the limit of {MAX_IMAGE_BYTES} bytes for an image")
+    return data
+
+
 def load_images(files: list[Path], size: int, mode: str, roi: Roi | None):
     """(paths, images, skipped) for `files`: the ones that decode, prepared; the others, each with its message."""
     names, images, skipped = [], [], []
     for path in files:
         try:
-            images.append(prepare_image(path.read_bytes(), str(path), size, mode, roi))
+            images.append(prepare_image(read_image_file(path), str(path), size, mode, roi))
             names.append(str(path))
         except PipelineError as exc:  # its message names the file
             skipped.append((str(path), str(exc)))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -19,7 +21,7 @@ from tensorflow.python.framework import config as tf_config  # disable_op_determ
 
 from trafficsigns.core.config import AugmentParams, ModelParams, TrainParams
 from trafficsigns.core.errors import PipelineError
-from trafficsigns.core.fsutil import atomic_path, write_text
+from trafficsigns.core.fsutil import atomic_path, is_disk_full, write_text
 from trafficsigns.core.paths import step_logs
 from trafficsigns.data.h5store import Dataset
 from trafficsigns.modeling.models import build_model, load_model, read_model_metadata, save_model
@@ -199,13 +201,25 @@ def _resume_point(state: TrainState, metadata: dict) -> tuple[keras.Model, int, 
         train = {k: v for k, v in meta["train"].items() if k not in RESUMABLE_CHANGES}
         return meta["model"], train, meta["data_md5"], meta["preprocessing"]
 
-    if key(saved) != key(metadata):
+    try:
+        same = key(saved) == key(metadata)
+        done = int(saved["epoch"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise PipelineError(
+            f"train.resume: {last} lacks this pipeline's training metadata; set train.resume: false to start afresh"
+        ) from None
+    if not same:
         raise PipelineError(
             f"train.resume: {last} was trained with other settings or data; set train.resume: false to start afresh"
         )
+    if done > metadata["train"]["epochs"]:  # Keras would train nothing, and dvc.lock record the smaller number
+        raise PipelineError(
+            f"train.resume: {last} has trained {done} epochs, more than train.epochs "
+            f"({metadata['train']['epochs']}); set train.epochs to {done} or more, or train.resume: false"
+        )
     best_meta = read_model_metadata(best) if best.exists() else saved
-    log.info("resuming from %s after epoch %d", last, saved["epoch"])
-    return load_model(last), saved["epoch"], best_meta["val_accuracy"], best_meta["epoch"]
+    log.info("resuming from %s after epoch %d", last, done)
+    return load_model(last), done, best_meta["val_accuracy"], best_meta["epoch"]
 
 
 def _rewind_live(live_dir: Path, epochs_done: int) -> None:
@@ -302,6 +316,25 @@ def _targets(y: np.ndarray, num_classes: int, params: TrainParams) -> np.ndarray
     return np.eye(num_classes, dtype=np.float32)[y] if params.label_smoothing else y
 
 
+def _disk_full_is_one_line(fit: Callable[..., dict]) -> Callable[..., dict]:
+    """ENOSPC while dvclive writes its logs, or Keras a checkpoint, is one PipelineError line, not a traceback."""
+
+    @functools.wraps(fit)
+    def guarded(*args, **kwargs) -> dict:
+        try:
+            return fit(*args, **kwargs)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise PipelineError(
+                "no space left on device while training (writing the training logs or a checkpoint); free some "
+                "space and run again (train.resume: true continues from the last epoch saved)"
+            ) from None
+
+    return guarded
+
+
+@_disk_full_is_one_line
 def train(
     ds: Dataset,
     model_params: ModelParams,

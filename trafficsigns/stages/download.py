@@ -6,7 +6,7 @@ import shutil
 from trafficsigns.core.config import Params
 from trafficsigns.core.fsutil import atomic_path
 from trafficsigns.core.paths import DOWNLOAD_CACHE, RAW_DIR
-from trafficsigns.data.download import fetch_all
+from trafficsigns.data.download import fetch_all, require_zip
 from trafficsigns.data.sources import SOURCES
 from trafficsigns.data.synthetic import write_synthetic_gtsrb
 
@@ -27,8 +27,17 @@ def main(params: Params) -> None:
         return
     # Download into a cache outside DVC's outputs (DVC empties data/raw before each run, which would
     # throw away a partial transfer), then copy the verified files into place.
+    # Every raw file is a zip (mnist.npz too): anything else, such as a captive portal's HTML, is refused.
     for path in fetch_all(
-        source.files, DOWNLOAD_CACHE, mirror=data.mirror, base_url=source.base_url, verify=data.verify
+        source.files,
+        DOWNLOAD_CACHE,
+        mirror=data.mirror,
+        base_url=source.base_url,
+        verify=data.verify,
+        timeout=data.timeout,
+        min_rate=data.min_rate,
+        deadline=data.deadline,
+        check=require_zip,
     ):
         with atomic_path(RAW_DIR / path.name) as tmp:
             shutil.copyfile(path, tmp)

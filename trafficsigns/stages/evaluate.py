@@ -6,6 +6,7 @@ import json
 import numpy as np
 
 from trafficsigns.core.config import Params
+from trafficsigns.core.errors import PipelineError
 from trafficsigns.core.fsutil import write_text
 from trafficsigns.core.paths import (
     BEST_MODEL,
@@ -21,7 +22,7 @@ from trafficsigns.core.paths import (
 from trafficsigns.data.h5store import expected_meta, read_dataset
 from trafficsigns.modeling.ensemble import ensemble_metrics
 from trafficsigns.modeling.metrics import classification_metrics, per_class_accuracy
-from trafficsigns.modeling.models import load_model
+from trafficsigns.modeling.models import load_model, read_model_metadata
 from trafficsigns.reporting import plots
 
 
@@ -29,9 +30,23 @@ def csv_text(header: str, rows) -> str:
     return "\n".join([header, *(",".join(str(v) for v in row) for row in rows)]) + "\n"
 
 
+def check_model_fits(model_path, meta: dict, class_names: list[str]) -> None:
+    """The model must have been trained on images prepared as these were, with these classes in this order:
+    otherwise Keras fails with a traceback on the shapes, or, worse, the scores are of another task."""
+    saved = read_model_metadata(model_path)
+    preprocessing = saved.get("preprocessing") if isinstance(saved.get("preprocessing"), dict) else {}
+    differ = [k for k in ("size", "mode", "channels") if preprocessing.get(k) != meta.get(k)]
+    if differ or saved.get("class_names") != class_names:
+        what = ", ".join(f"{k} {preprocessing.get(k)!r} vs {meta.get(k)!r}" for k in differ) or "the class names"
+        raise PipelineError(
+            f"{model_path} was trained on other data than the dataset's ({what}); re-run train (dvc repro)"
+        )
+
+
 def main(params: Params) -> None:
     ds = read_dataset(DATASET, splits=("test",), expected=expected_meta(params.data.source, params.prepare))
     x, y = ds.x["test"], ds.y["test"]
+    check_model_fits(BEST_MODEL, ds.meta, ds.class_names)
     probs = load_model(BEST_MODEL).predict(x, batch_size=params.evaluate.batch_size, verbose=0)
     headline, confusion = classification_metrics(probs, y)
     per_class = per_class_accuracy(confusion)
