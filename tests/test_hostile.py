@@ -326,15 +326,25 @@ def test_resume_with_fewer_epochs_than_trained_is_refused(tmp_path, tiny_model):
     assert training._resume_point(last, tmp_path / "best.keras", meta)[1] == 3  # as many: nothing left, honest
 
 
-def test_disk_full_while_dvclive_writes_is_one_line(tmp_path, tiny_dataset, monkeypatch):
-    import errno
-
+# What a full disk raises while training: dvclive's plain OSError, and TensorFlow's own error from the
+# TensorBoard summary writer (measured on a full 4 KiB tmpfs: ResourceExhaustedError "... No space left on device").
+@pytest.mark.parametrize(
+    "full_disk",
+    [
+        lambda: OSError(28, "No space left on device", "metrics/train/metrics.json"),
+        lambda: __import__("tensorflow").errors.ResourceExhaustedError(
+            None, None, "logs/tensorboard/train/events.out.tfevents; No space left on device"
+        ),
+    ],
+    ids=["dvclive", "tensorboard"],
+)
+def test_disk_full_while_training_logs_is_one_line(tmp_path, tiny_dataset, monkeypatch, full_disk):
     from tests.helpers import tiny_params
     from trafficsigns.modeling import training
 
     class FullDisk:
         def __init__(self, *args, **kwargs):
-            raise OSError(errno.ENOSPC, "No space left on device", "metrics/train/metrics.json")
+            raise full_disk()
 
     monkeypatch.setattr(training, "Live", FullDisk)
     params = tiny_params()
@@ -342,7 +352,7 @@ def test_disk_full_while_dvclive_writes_is_one_line(tmp_path, tiny_dataset, monk
     with pytest.raises(PipelineError, match="no space left on device while training"):
         training.train(
             ds, params.model, params.train, tmp_path / "b.keras", tmp_path / "l.keras", tmp_path / "live",
-            tmp_path / "tb", augment=params.augment,
+            tmp_path / "tb", params.augment, tmp_path / "checkpoints", tmp_path / "timings.json",
         )  # fmt: skip
 
 

@@ -317,14 +317,14 @@ def _targets(y: np.ndarray, num_classes: int, params: TrainParams) -> np.ndarray
 
 
 def _disk_full_is_one_line(fit: Callable[..., dict]) -> Callable[..., dict]:
-    """ENOSPC while dvclive writes its logs, or Keras a checkpoint, is one PipelineError line, not a traceback."""
+    """ENOSPC while dvclive or TensorBoard write their logs, or Keras a checkpoint, is one line, not a traceback."""
 
     @functools.wraps(fit)
     def guarded(*args, **kwargs) -> dict:
         try:
             return fit(*args, **kwargs)
-        except OSError as exc:
-            if not is_disk_full(exc):
+        except (OSError, tf.errors.ResourceExhaustedError) as exc:  # TensorBoard's writer raises the latter
+            if not (is_disk_full(exc) or "No space left on device" in str(exc)):
                 raise
             raise PipelineError(
                 "no space left on device while training (writing the training logs or a checkpoint); free some "
