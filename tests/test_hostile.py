@@ -318,12 +318,13 @@ def test_resume_with_fewer_epochs_than_trained_is_refused(tmp_path, tiny_model):
         "train": {"epochs": 3, "seed": 0},
         "data_md5": {"a.zip": "0" * 32},
     }
-    last = tmp_path / "last.keras"
-    save_model(keras.models.load_model(tiny_model), last, {**meta, "epoch": 3, "val_accuracy": 0.5})
+    state = training.TrainState(tmp_path / "checkpoints")
+    state.folder.mkdir()
+    save_model(keras.models.load_model(tiny_model), state.last, {**meta, "epoch": 3, "val_accuracy": 0.5})
     fewer = meta | {"train": {"epochs": 1, "seed": 0}}
     with pytest.raises(PipelineError, match=r"has trained 3 epochs, more than train.epochs \(1\); set train.epochs"):
-        training._resume_point(last, tmp_path / "best.keras", fewer)
-    assert training._resume_point(last, tmp_path / "best.keras", meta)[1] == 3  # as many: nothing left, honest
+        training._resume_point(state, fewer)
+    assert training._resume_point(state, meta)[1] == 3  # as many: nothing left, honest
 
 
 # What a full disk raises while training: dvclive's plain OSError, and TensorFlow's own error from the
