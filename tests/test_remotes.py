@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers import sh
 
@@ -36,8 +37,6 @@ def timed(repo: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
 
 def outputs(repo: Path) -> dict[str, bytes]:
     """Every file under the hashed outputs of dvc.lock (cached or not), by path."""
-    import yaml
-
     files = {}
     for stage in yaml.safe_load((repo / "dvc.lock").read_text())["stages"].values():
         for out in stage.get("outs", []):
@@ -74,7 +73,8 @@ def test_push_then_pull_into_a_fresh_clone(kind, tiny_pipeline_repo, tmp_path, m
     server = request.getfixturevalue(f"{kind}_server")
     clone = push_and_clone(kind, server, tiny_pipeline_repo, tmp_path, monkeypatch)
     assert outputs(clone) == outputs(tiny_pipeline_repo)
-    assert runs(clone) == runs(tiny_pipeline_repo) and len(runs(clone)) == 8, "one run-cache entry per stage"
+    stages = yaml.safe_load((clone / "dvc.yaml").read_text())["stages"]
+    assert runs(clone) == runs(tiny_pipeline_repo) and len(runs(clone)) == len(stages), "one run-cache entry per stage"
     assert sh(clone, "dvc", "status").stdout.strip() == "Data and pipelines are up to date."
     assert "Running stage" not in sh(clone, "dvc", "repro").stdout
 
@@ -89,14 +89,13 @@ def test_the_run_cache_from_a_remote_restores_a_clone_without_dvc_lock(
     restoring them, so it finds them nowhere and runs the stage. Both give the same bytes again, so the
     rebuilt dvc.lock is the reference's, the timings aside.
     """
-    import yaml
-
     clone = push_and_clone("s3", s3_server, tiny_pipeline_repo, tmp_path, monkeypatch)
     (clone / "dvc.lock").unlink()
     for output in ("models/best.keras", "models/last.keras"):
         (clone / output).unlink()
     restored = sh(clone, "dvc", "repro").stdout
-    for stage in ("download", "prepare", "augment", "export", "demystify", "report"):
+    with_uncached_outputs = {"train", "evaluate"}
+    for stage in set(yaml.safe_load((clone / "dvc.yaml").read_text())["stages"]) - with_uncached_outputs:
         assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in restored, restored
     assert "Running stage 'train'" in restored and "Running stage 'evaluate'" in restored, restored
 
