@@ -116,15 +116,14 @@ def cell(value) -> str:
 
 
 def committed_params() -> tuple[dict | None, str]:
-    """params.yaml as committed at git HEAD, flattened, and that commit's short hash; (None, why) if git cannot tell.
+    """params.yaml as committed at git HEAD, flattened, or (None, why) if git cannot tell.
 
     Inside `dvc exp run` (and in a queued run's temporary workspace) HEAD is the experiment's baseline
-    commit, so the comparison shows exactly what the experiment changed.
+    commit, so the comparison shows exactly what the experiment changed. The commit itself is not named:
+    the report must be the same bytes for the same params, code and data (DVC's run-cache, a team remote),
+    and a new commit with the same params.yaml is the same baseline.
     """
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=60, check=True
-        ).stdout.strip()
         text = subprocess.run(
             ["git", "show", "HEAD:./params.yaml"], capture_output=True, text=True, timeout=60, check=True
         ).stdout
@@ -135,17 +134,16 @@ def committed_params() -> tuple[dict | None, str]:
     except (OSError, subprocess.SubprocessError, yaml.YAMLError) as exc:
         return None, str(exc)
     if not isinstance(committed, dict):
-        return None, f"params.yaml at {commit} is not a mapping"
-    return flatten(committed), commit
+        return None, "params.yaml at HEAD is not a mapping"
+    return flatten(committed), ""
 
 
 def params_section(params: Params) -> Section:
     values = flatten(params.model_dump(mode="json"))
-    committed, commit = committed_params()
+    committed, why = committed_params()
     if committed is None:
-        blocks = [Text(f"Cannot tell which parameters differ from the committed `params.yaml` (git: {commit}).")]
+        blocks = [Text(f"Cannot tell which parameters differ from the committed `params.yaml` (git: {why}).")]
     else:
-        column = f"committed ({commit})"
         changed = [
             [k, cell(values[k]) if k in values else "(absent)", cell(committed[k]) if k in committed else "(absent)"]
             for k in [*values, *(k for k in committed if k not in values)]
@@ -153,11 +151,11 @@ def params_section(params: Params) -> Section:
         ]
         blocks = (
             [
-                Text(f"Parameters that differ from `params.yaml` as committed at git HEAD, commit `{commit}`:"),
-                Table(["parameter", "value", column], changed),
+                Text("Parameters that differ from `params.yaml` as committed at git HEAD (the experiment's baseline):"),
+                Table(["parameter", "value", "committed"], changed),
             ]
             if changed
-            else [Text(f"All parameters as committed in `params.yaml` at git HEAD, commit `{commit}`.")]
+            else [Text("All parameters as committed in `params.yaml` at git HEAD.")]
         )
     blocks += [
         Text("All of `params.yaml`, as validated:"),
