@@ -52,7 +52,10 @@ ARGS=$(awk -F'\t' -v i="$I" '$1 == i { print $2 }' "$TASKS")
 PULL=$([ -z "$DVC_CACHE" ] && echo --pull || true)  # remote: its run-cache and outputs, when it has them
 echo "$MODE $I on $(hostname) at $COMMIT: $ARGS"
 if [ "$MODE" = data ]; then
-  eval "dvc exp run $PULL $ARGS augment" </dev/null  # the run-cache records each stage
+  # `dvc repro`, not `dvc exp run`: saving an experiment needs every output dvc.lock names, and later
+  # stages' are in no cache yet on a fresh remote. The run-cache records each data stage for the rows.
+  eval "python -m trafficsigns.experiments.slurm set-params $ARGS"
+  dvc repro $PULL augment </dev/null
   if [ -z "$DVC_CACHE" ]; then
     dvc push --run-cache --with-deps augment
   fi

@@ -283,11 +283,27 @@ def rows_arg(text: str) -> list[int]:
     return rows
 
 
+def set_params(args: list[str], path: Path = Path("params.yaml")) -> None:
+    """Apply a row's `-S key=value ...` to params.yaml with DVC's own parser, as `dvc exp run -S` would.
+
+    The data job runs `dvc repro augment` on it, not `dvc exp run`: an experiment is saved with every output
+    dvc.lock names, and in a fresh clone with a fresh remote the later stages' outputs are nowhere (it fails).
+    """
+    from dvc.utils.hydra import apply_overrides
+
+    if len(args) % 2 or any(flag != "-S" for flag in args[::2]):
+        raise PipelineError(f"expected -S key=value pairs, got {args}")
+    apply_overrides(path, args[1::2])
+
+
 def main(argv: list[str]) -> int:
-    """The batch script's helper: `python -m trafficsigns.experiments.slurm configure REPO CACHE REMOTE`."""
+    """The batch script's helpers: `python -m trafficsigns.experiments.slurm configure REPO CACHE REMOTE`,
+    `... set-params -S key=value ...`."""
     setup_logging()
     if len(argv) == 4 and argv[0] == "configure":
         configure(*argv[1:])
+    elif argv[:1] == ["set-params"]:
+        set_params(argv[1:])
     else:
         print(main.__doc__, file=sys.stderr)
         return 2
