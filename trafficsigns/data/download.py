@@ -2,6 +2,10 @@
 
 Every file is checked against its md5 or sha256 (unless the user opts out) and renamed into place once
 complete, so an interrupted or corrupted transfer never leaves a half-written file at the destination.
+
+Over our ~400-line guide because every guard of one transfer sits here: resume by Range, retries with
+back-off, the overall deadline and minimum rate, size limits, non-zip answers, and a cache tied to the
+URL and size it came from; splitting them would scatter one state machine.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Training loop: seeded and deterministic, tf.data input, dvclive logging, atomic checkpoints."""
+"""Training loop: seeded and deterministic, tf.data input, dvclive logging, atomic checkpoints.
+
+Over our ~400-line guide because a run and its resume are one story: the checkpoint state that
+`train.resume` continues from, the dvclive log it rewinds, and the outputs published when the run ends
+read best beside the loop that writes them. The model zoo lives in `models`, the metrics in `metrics`.
+"""
 
 from __future__ import annotations
 
