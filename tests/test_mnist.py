@@ -62,10 +62,14 @@ def test_bad_npz_is_named(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["mnist_cnn", "dnn"])
-def test_mnist_exp_run_end_to_end(mirror, tmp_path, model):
+def test_mnist_exp_run_end_to_end(mirror, tmp_path):
+    """Both MNIST models as experiments of one repo: the second restores the data stages from DVC's cache."""
     repo = copy_repo(tmp_path, {"train": TINY["train"]})
-    exp_run(repo, "data.source=mnist", f"data.mirror={mirror}", "data.verify=false", f"model.name={model}")
-    metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
-    assert metrics["images"] == 200 and 0.0 <= metrics["accuracy"] <= 1.0
-    assert (repo / "plots" / "evaluate" / "worst_errors.png").exists()
+    for model in ("mnist_cnn", "dnn"):
+        run = exp_run(repo, "data.source=mnist", f"data.mirror={mirror}", "data.verify=false", f"model.name={model}")
+        assert "Running stage 'train'" in run.stdout, run.stdout
+        metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
+        assert metrics["images"] == 200 and 0.0 <= metrics["accuracy"] <= 1.0
+        assert (repo / "plots" / "evaluate" / "worst_errors.png").exists()
+        assert json.loads((repo / "metrics" / "train" / "metrics.json").read_text())["parameters"] > 0
+    assert "Running stage 'prepare'" not in run.stdout, "the second model re-prepared the same data"
