@@ -19,8 +19,12 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.lock
 repro: $(VENV)/.installed
 	dvc repro
 
+# Two or more test processes (pytest-xdist): the suite waits on servers and subprocesses a good part of
+# the time, so a second process fills the idle core; tests/conftest.py keeps the server tests on one of them.
+PYTEST_PROCS := -n auto --maxprocesses 4 --dist loadgroup
+
 test: $(VENV)/.installed-test
-	python -m pytest
+	python -m pytest $(PYTEST_PROCS)
 	$(MAKE) --no-print-directory lint
 
 # ruff: lint rules and the format check (configured in pyproject.toml).
@@ -29,7 +33,7 @@ lint: $(VENV)/.installed
 	ruff format --check .
 
 test-fast: $(VENV)/.installed-test
-	python -m pytest -m "not slow"
+	python -m pytest $(PYTEST_PROCS) -m "not slow"
 
 # Ours vs the FIDLE notebooks' way, each stage, in one run (full GTSRB scale; ~20 min on 2 CPU cores).
 bench: $(VENV)/.installed
