@@ -137,3 +137,21 @@ def test_progress_bar_on_a_terminal(capsys, caplog):
     bar = capsys.readouterr().err
     assert "epoch 2/2:" in bar and "/8 [" in bar and "<" in bar and "batch/s" in bar  # elapsed<remaining, rate
     assert [m.split(":")[0] for m in caplog.messages if m.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
+
+
+@pytest.mark.slow
+def test_queued_experiment_keeps_its_tensorboard_run(tiny_pipeline_repo, tmp_path, monkeypatch):
+    """`dvc queue start` runs the experiment in a temporary copy that DVC deletes: its TensorBoard run lands in
+    the repo's logs/tensorboard/<experiment>/ all the same."""
+    from trafficsigns.experiments import grid
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_pipeline_repo, repo, symlinks=True)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.chdir(repo)
+    grid.dvc("exp", "run", "--queue", "-n", "queued-tb", "-S", "train.tensorboard=true", "-S", "train.epochs=1")
+    grid.dvc("queue", "start", "-j", "1", log_file=tmp_path / "queue.log")  # piped, it can hang
+    assert grid.wait_for_queue(poll_seconds=2).get("success") == 1, (tmp_path / "queue.log").read_text()
+    assert list((repo / "logs" / "tensorboard" / "queued-tb" / "train").glob("events.out.tfevents.*"))
+    assert not list((repo / ".dvc" / "tmp" / "exps" / "tmp").glob("*")), "the temporary workspace is still there"
