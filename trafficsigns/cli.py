@@ -1,4 +1,5 @@
-"""`trafficsigns COMMAND` (or `python -m trafficsigns COMMAND`): the tools around the pipeline (predict, demystify, grid, compare).
+"""`trafficsigns COMMAND` (the console script; `python -m trafficsigns COMMAND` is the same): the tools around
+the pipeline (predict, demystify, grid, compare).
 
 A tool is a module with `add_arguments(parser)` and `run(args) -> exit status`, registered in TOOLS by
 name and imported only when the parser is built, so a stage never imports a tool.

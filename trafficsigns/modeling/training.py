@@ -372,7 +372,8 @@ def train(
     `live_dir` (dvclive's summary and step logs, without the wall-clock figures) are published from there,
     and the wall-clock figures go to `timings`, so every other output is the same bytes for the same inputs.
     With `params.resume`, training continues from the last checkpoint (weights and optimizer state) and
-    dvclive continues the same step numbering (one step per epoch).
+    dvclive continues the same step numbering (one step per epoch). With `params.tensorboard`, TensorBoard's
+    logs go to this run's own folder under `tensorboard_dir` (tensorboard_run).
     """
     live_dir = Path(live_dir)
     state = TrainState(checkpoint_dir)
