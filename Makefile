@@ -9,6 +9,8 @@ export DVC_NO_ANALYTICS := 1
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	# The project itself, editable (the `trafficsigns` command runs this checkout), its dependencies the lock's.
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -c requirements.lock -e .
 	touch $@
 
 # The remote tests' S3 server (SeaweedFS); their SSH server is the system's sshd (.ci/run installs it).

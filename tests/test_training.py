@@ -274,3 +274,25 @@ def test_training_runs_under_a_mirrored_strategy(tiny_dataset, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("replicas True 2")
+
+
+def test_tensorboard_writes_one_run_per_experiment(tiny_dataset, tmp_path, monkeypatch):
+    """Named as DVC named the experiment, else by the settings' hash; a re-run of the same one replaces it."""
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    train_tiny(tiny_dataset, tmp_path, tensorboard=True, epochs=1)
+    (by_hash,) = (tmp_path / "tb").iterdir()
+    assert len(by_hash.name) == 8 and list((by_hash / "train").glob("events.out.tfevents.*"))
+    train_tiny(tiny_dataset, tmp_path, tensorboard=True, epochs=1)
+    assert len(list((by_hash / "train").glob("events.out.tfevents.*"))) == 1, "a re-run adds to the old run"
+    monkeypatch.setenv("DVC_EXP_NAME", "wider-lr")
+    train_tiny(tiny_dataset, tmp_path, tensorboard=True, epochs=1)
+    assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == sorted([by_hash.name, "wider-lr"])
+
+
+def test_tensorboard_logs_go_to_the_repo_dvc_runs_for(monkeypatch, tmp_path):
+    from trafficsigns.core.paths import TENSORBOARD_DIR, tensorboard_root
+
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert tensorboard_root() == TENSORBOARD_DIR
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # a queued experiment: the original repo, not the temp copy
+    assert tensorboard_root() == tmp_path / TENSORBOARD_DIR

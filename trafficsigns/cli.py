@@ -1,4 +1,5 @@
-"""`python -m trafficsigns COMMAND`: the tools around the pipeline (predict, demystify, grid, compare).
+"""`trafficsigns COMMAND` (the console script; `python -m trafficsigns COMMAND` is the same): the tools around
+the pipeline (predict, demystify, grid, compare).
 
 A tool is a module with `add_arguments(parser)` and `run(args) -> exit status`, registered in TOOLS by
 name and imported only when the parser is built, so a stage never imports a tool.
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import json
+import os
 import sys
 
 from trafficsigns.core.paths import BEST_MODEL
@@ -80,10 +83,18 @@ def add_tool(commands, name: str, module_name: str, help: str) -> None:
     p.set_defaults(run=module.run)
 
 
+def version() -> str:
+    try:
+        return importlib.metadata.version("trafficsigns")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never pip-installed
+        return "unknown (not pip-installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m trafficsigns", description="Tools around the traffic-sign pipeline."
-    )
+    # The console script's name when run as `trafficsigns`, else how `python -m` was called.
+    prog = "trafficsigns" if os.path.basename(sys.argv[0]) == "trafficsigns" else "python -m trafficsigns"
+    parser = argparse.ArgumentParser(prog=prog, description="Tools around the traffic-sign pipeline.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     add_predict(commands)
     for name, (module_name, help) in TOOLS.items():

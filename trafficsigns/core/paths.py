@@ -1,5 +1,6 @@
 """Where each stage reads and writes, relative to the project root (the same names as in dvc.yaml)."""
 
+import os
 from pathlib import Path
 
 DATA_CHECKED = Path("data/checked/data.json")  # stage check: data.* validated before download may run
@@ -14,7 +15,7 @@ LAST_MODEL = Path("models/last.keras")
 # train's resume state (checkpoints, dvclive's step logs), outside DVC's outputs as DOWNLOAD_CACHE is: DVC
 # deletes a stage's outputs before running it, and a stage with `persist` outputs gets no run-cache.
 CHECKPOINT_DIR = Path("data/checkpoints")
-TENSORBOARD_DIR = Path("logs/tensorboard")
+TENSORBOARD_DIR = Path("logs/tensorboard")  # one folder per run: see tensorboard_root
 QUEUE_LOG = Path("logs/queue.log")  # the DVC queue workers of `python -m trafficsigns grid`
 TRAIN_LIVE_DIR = Path("metrics/train")
 TRAIN_TIMINGS = Path("metrics/timings.json")  # train's wall-clock figures; no later stage reads them
@@ -62,3 +63,10 @@ ERRORS_FIGURE = EVALUATE_PLOTS / "worst_errors.png"
 def step_logs(live_dir: Path) -> Path:
     """dvclive's per-step logs under its folder: <split>/<metric>.tsv, one row per step (an epoch here)."""
     return live_dir / "plots" / "metrics"
+
+
+def tensorboard_root() -> Path:
+    """TENSORBOARD_DIR in the repo the user works in. A queued experiment (`dvc queue start`) runs in a temporary
+    copy of the repo that DVC deletes afterwards; DVC sets DVC_ROOT to the original repo's root (the project
+    root in a plain `dvc repro` too), so its logs land where `tensorboard --logdir logs/tensorboard` looks."""
+    return Path(os.environ.get("DVC_ROOT", ".")) / TENSORBOARD_DIR

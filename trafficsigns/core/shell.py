@@ -6,7 +6,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
+
+import yaml
 
 from trafficsigns.core.config import Params, load_params
 from trafficsigns.core.errors import PipelineError
@@ -32,17 +36,35 @@ def guarded(call: Callable[[], int | None], interrupted: str = "interrupted") ->
         return EXIT_INTERRUPTED
 
 
+def stage_outputs(stage: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
+    """The paths dvc.yaml declares for `stage` (outs, metrics, plots), or [] where there is no dvc.yaml."""
+    if not dvc_yaml.is_file():
+        return []
+    declared = yaml.safe_load(dvc_yaml.read_text()).get("stages", {}).get(stage, {})
+    entries = (e for key in ("outs", "metrics", "plots") for e in declared.get(key) or [])
+    return [e if isinstance(e, str) else next(iter(e)) for e in entries]
+
+
 def run_stage(main: Callable[[Params], None], argv: list[str] | None = None) -> None:
-    """What every stage's `__main__` does: read params, run `main`, one clear line on a user error."""
-    parser = argparse.ArgumentParser(description=main.__module__)
+    """What every stage's `__main__` does: read params, run `main`, one clear line on a user error, and
+    a last line saying what the stage wrote and how long it took."""
+    module = sys.modules[main.__module__]
+    name = module.__spec__.name if module.__spec__ else main.__module__  # "__main__" under `python -m`
+    stage = name.rsplit(".", 1)[-1]
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {name}", description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     args = parser.parse_args(argv)
     setup_logging()
+    started = time.perf_counter()
     status = guarded(
         lambda: main(load_params(args.params)), "interrupted; nothing half-written was left at the outputs"
     )
     if status:
         sys.exit(status)
+    wrote = ", ".join(stage_outputs(stage)) or "its outputs"
+    logging.getLogger(stage).info("done in %.1f s: wrote %s", time.perf_counter() - started, wrote)
 
 
 def at_least(low: int) -> Callable[[str], int]:

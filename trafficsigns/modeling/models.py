@@ -179,9 +179,8 @@ def build_model(params: ModelParams, input_shape, num_classes: int) -> keras.Mod
         arch = ARCHITECTURES[params.name]
     except KeyError:
         raise PipelineError(f"model.name {params.name!r} is unknown; allowed: {', '.join(ARCHITECTURES)}") from None
-    log.info("model %s (%s), input %s, %d classes", params.name, describe(params), tuple(input_shape), num_classes)
     try:
-        return arch.build(
+        model = arch.build(
             input_shape, num_classes, **params.widths(), conv_dropout=params.conv_dropout, name=params.name
         )
     except ValueError as exc:  # e.g. valid convolutions and poolings shrink a small image to nothing
@@ -189,6 +188,16 @@ def build_model(params: ModelParams, input_shape, num_classes: int) -> keras.Mod
             f"model {params.name} cannot take {tuple(input_shape)} images ({keras_reason(exc)}); "
             "use a larger prepare.size or another model.name"
         ) from None
+    # One line, not Keras' layer table (100+ lines for the ResNet): the layers are in the model file.
+    log.info(
+        "model %s (%s): %s weights, input %s, %d classes",
+        params.name,
+        describe(params),
+        f"{model.count_params():,}",
+        tuple(input_shape),
+        num_classes,
+    )
+    return model
 
 
 def keras_reason(exc: BaseException) -> str:

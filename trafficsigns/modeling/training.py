@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from trafficsigns.core.fsutil import atomic_path, is_disk_full, write_text
 from trafficsigns.core.paths import step_logs
 from trafficsigns.data.h5store import Dataset
 from trafficsigns.modeling.models import build_model, load_model, read_model_metadata, save_model
+from trafficsigns.modeling.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +277,10 @@ def distribution_strategy(params: TrainParams) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def steps_per_epoch(ds: Dataset, params: TrainParams) -> int:
+    return -(-len(ds.y["train"]) // params.batch_size)
+
+
 def _new_model(ds: Dataset, model_params: ModelParams, params: TrainParams) -> keras.Model:
     if params.jit_compile and not tf.config.list_physical_devices("GPU"):
         log.warning("train.jit_compile without a GPU: XLA trained v1 and v2 3-6x slower on CPU (make bench)")
@@ -284,7 +290,6 @@ def _new_model(ds: Dataset, model_params: ModelParams, params: TrainParams) -> k
         model = build_model(model_params, ds.input_shape, ds.num_classes)
     finally:
         keras.config.set_dtype_policy(policy)  # only this model is mixed, not the next one built in-process
-    steps_per_epoch = -(-len(ds.y["train"]) // params.batch_size)
     # Label smoothing needs one-hot targets (the sparse loss has no such option): see _targets.
     loss = (
         keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing)
@@ -292,16 +297,19 @@ def _new_model(ds: Dataset, model_params: ModelParams, params: TrainParams) -> k
         else "sparse_categorical_crossentropy"
     )
     model.compile(
-        optimizer=_optimizer(params, steps_per_epoch), loss=loss, metrics=["accuracy"], jit_compile=params.jit_compile
+        optimizer=_optimizer(params, steps_per_epoch(ds, params)),
+        loss=loss,
+        metrics=["accuracy"],
+        jit_compile=params.jit_compile,
     )
     return model
 
 
 def _callbacks(
-    params: TrainParams, checkpoints: Checkpoints, logger: EpochLogger, tensorboard_dir: Path
+    params: TrainParams, checkpoints: Checkpoints, logger: EpochLogger, progress: Progress, tensorboard_dir: Path
 ) -> list[keras.callbacks.Callback]:
     # Checkpoints first: an epoch is logged only once its model is safely on disk.
-    callbacks = [checkpoints, logger]
+    callbacks = [checkpoints, logger, progress]
     if params.lr_schedule == "plateau":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
@@ -315,6 +323,12 @@ def _callbacks(
     if params.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
     return callbacks
+
+
+def tensorboard_run(tensorboard_dir: Path, metadata: dict) -> Path:
+    """One TensorBoard run per experiment, so two runs never show as one: named as DVC named the experiment
+    (`dvc exp run` sets DVC_EXP_NAME), else by the model and training settings' hash."""
+    return Path(tensorboard_dir) / (os.environ.get("DVC_EXP_NAME") or metadata["params_md5"][:8])
 
 
 def _targets(y: np.ndarray, num_classes: int, params: TrainParams) -> np.ndarray:
@@ -358,7 +372,8 @@ def train(
     `live_dir` (dvclive's summary and step logs, without the wall-clock figures) are published from there,
     and the wall-clock figures go to `timings`, so every other output is the same bytes for the same inputs.
     With `params.resume`, training continues from the last checkpoint (weights and optimizer state) and
-    dvclive continues the same step numbering (one step per epoch).
+    dvclive continues the same step numbering (one step per epoch). With `params.tensorboard`, TensorBoard's
+    logs go to this run's own folder under `tensorboard_dir` (tensorboard_run).
     """
     live_dir = Path(live_dir)
     state = TrainState(checkpoint_dir)
@@ -368,16 +383,19 @@ def train(
     with distribution_strategy(params).scope():
         resumed = _resume_point(state, metadata) if params.resume else None
         model, initial_epoch, best_accuracy, best_epoch = resumed or (_new_model(ds, model_params, params), 0, -1.0, 0)
-    model.summary(print_fn=log.info)
     checkpoints = Checkpoints(state.best, state.last, metadata, best_accuracy, best_epoch)
+    tensorboard_dir = tensorboard_run(tensorboard_dir, metadata)
     if resumed:
         _rewind_live(state.live, initial_epoch)
     else:
         state.clear()
+        if params.tensorboard:  # a re-run of the same experiment replaces its logs
+            shutil.rmtree(tensorboard_dir, ignore_errors=True)
     live = Live(dir=str(state.live), dvcyaml=None, save_dvc_exp=False, resume=resumed is not None)
     live.step = initial_epoch
     augmenter = online_augmenter(augment, params.seed) if params.online_augment else None
     started = time.perf_counter()
+    progress = Progress(params.epochs, steps_per_epoch(ds, params), initial_epoch)
     model.fit(
         as_batches(
             ds.x["train"],
@@ -389,9 +407,9 @@ def train(
         validation_data=as_batches(ds.x["val"], _targets(ds.y["val"], ds.num_classes, params), params.batch_size),
         epochs=params.epochs,
         initial_epoch=initial_epoch,
-        callbacks=_callbacks(params, checkpoints, EpochLogger(live, len(ds.y["train"])), tensorboard_dir),
+        callbacks=_callbacks(params, checkpoints, EpochLogger(live, len(ds.y["train"])), progress, tensorboard_dir),
         shuffle=False,  # the tf.data pipeline shuffles, seeded
-        verbose=2,
+        verbose=0,  # Progress reports instead
     )
     summary = {
         "best_epoch": checkpoints.best_epoch,

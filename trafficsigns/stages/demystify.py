@@ -22,7 +22,7 @@ def main(params: Params) -> None:
     try:
         demystify(DEMYSTIFY_PLOTS, BEST_MODEL, DATASET, wall_time=False)
     except PipelineError as exc:  # no plain ReLU first convolution (dnn, resnet): the figures without it
-        logging.getLogger(__name__).warning("%s: drawing the figures without the model", exc)
+        logging.getLogger("demystify").warning("%s: drawing the figures without the model", exc)
         demystify(DEMYSTIFY_PLOTS, None, DATASET, wall_time=False)
 
 

@@ -20,9 +20,7 @@ from trafficsigns.core.paths import (
     PER_CLASS_FIGURE,
 )
 from trafficsigns.data.h5store import expected_meta, read_dataset
-from trafficsigns.modeling.ensemble import ensemble_metrics
 from trafficsigns.modeling.metrics import classification_metrics, per_class_accuracy
-from trafficsigns.modeling.models import load_model, read_model_metadata
 from trafficsigns.reporting import plots
 
 
@@ -33,6 +31,8 @@ def csv_text(header: str, rows) -> str:
 def check_model_fits(model_path, meta: dict, class_names: list[str]) -> None:
     """The model must have been trained on images prepared as these were, with these classes in this order:
     otherwise Keras fails with a traceback on the shapes, or, worse, the scores are of another task."""
+    from trafficsigns.modeling.models import read_model_metadata
+
     saved = read_model_metadata(model_path)
     preprocessing = saved.get("preprocessing") if isinstance(saved.get("preprocessing"), dict) else {}
     differ = [k for k in ("size", "mode", "channels") if preprocessing.get(k) != meta.get(k)]
@@ -44,6 +44,10 @@ def check_model_fits(model_path, meta: dict, class_names: list[str]) -> None:
 
 
 def main(params: Params) -> None:
+    # Imported here: they load TensorFlow, which `--help` should not wait for.
+    from trafficsigns.modeling.ensemble import ensemble_metrics
+    from trafficsigns.modeling.models import load_model
+
     ds = read_dataset(DATASET, splits=("test",), expected=expected_meta(params.data.source, params.prepare))
     x, y = ds.x["test"], ds.y["test"]
     check_model_fits(BEST_MODEL, ds.meta, ds.class_names)

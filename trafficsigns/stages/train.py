@@ -9,15 +9,16 @@ from trafficsigns.core.paths import (
     CHECKPOINT_DIR,
     DATASET,
     LAST_MODEL,
-    TENSORBOARD_DIR,
     TRAIN_LIVE_DIR,
     TRAIN_TIMINGS,
+    tensorboard_root,
 )
 from trafficsigns.data.h5store import expected_meta, read_dataset
-from trafficsigns.modeling.training import train
 
 
 def main(params: Params) -> None:
+    from trafficsigns.modeling.training import train  # here: TensorFlow, which `--help` should not wait for
+
     expected = expected_meta(params.data.source, params.prepare)
     ds = read_dataset(DATASET, splits=("val",), expected=expected)
     augmented = read_dataset(AUGMENTED, splits=("train",), expected=expected)
@@ -29,12 +30,12 @@ def main(params: Params) -> None:
         BEST_MODEL,
         LAST_MODEL,
         TRAIN_LIVE_DIR,
-        TENSORBOARD_DIR,
+        tensorboard_root(),
         augment=params.augment,
         checkpoint_dir=CHECKPOINT_DIR,
         timings=TRAIN_TIMINGS,
     )
-    logging.getLogger(__name__).info(
+    logging.getLogger("train").info(
         "best val accuracy %.4f at epoch %d", summary["best_val_accuracy"], summary["best_epoch"]
     )
 
