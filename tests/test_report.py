@@ -206,7 +206,8 @@ def test_provenance_is_a_function_of_the_inputs(report):
     markdown = (root / "reports" / "report.md").read_text()
     for path in ("data/prepared/dataset.h5", "models/best.keras"):
         assert hashlib.md5((root / path).read_bytes()).hexdigest() in markdown
-    assert "git log --all -S " in markdown and "not written here, on purpose" in markdown
+    assert "git log --all --decorate-refs=refs/ --format='%h %ci %D' -S " in markdown
+    assert "not written here, on purpose" in markdown
 
 
 def test_the_teaching_sections_and_all_params_are_folded(report):

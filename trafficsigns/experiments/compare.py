@@ -220,7 +220,8 @@ def write_comparison(
         )
     blocks = [
         Text(
-            f"{len(shown)} experiments from `dvc exp show --json`; the best test accuracy is highlighted. "
+            f"{len(shown)} experiment{'s' if len(shown) > 1 else ''} from `dvc exp show --json`; the one with the "
+            "best test accuracy is highlighted. "
             f"{against} Test accuracy never picked a model: each run kept its best epoch on validation."
         )
     ]

@@ -55,12 +55,13 @@ class Section:
 
 
 CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 1em auto; padding: 0 1em; color: #222; }
+body { font-family: system-ui, sans-serif; max-width: 1300px; margin: 1em auto; padding: 0 1em; color: #222; }
 h1 { font-size: 1.6em; margin: 0.3em 0; border-bottom: 2px solid #ccc; }
 h2 { font-size: 1.3em; margin: 1.2em 0 0.4em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
-td { font-variant-numeric: tabular-nums; } th { background: #f2f2f2; }
+td { font-variant-numeric: tabular-nums; white-space: nowrap; } td.long { white-space: normal; }
+th { background: #f2f2f2; }
 td.best { background: #d9f2d9; font-weight: bold; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; } pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
@@ -151,14 +152,15 @@ def to_html(title: str, sections: list[Section]) -> str:
 
 
 def _html_table(table: Table) -> str:
+    """Short cells (numbers, names) never wrap; long ones (a sentence, a list of params) do."""
+
+    def cell(r: int, c: int, value) -> str:
+        text = str(value)
+        classes = " ".join(name for name, on in (("best", (r, c) in table.bold), ("long", len(text) > 40)) if on)
+        return f'<td class="{classes}">{_inline(text)}</td>' if classes else f"<td>{_inline(text)}</td>"
+
     head = "".join(f"<th>{_inline(str(h))}</th>" for h in table.header)
     rows = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="best">{_inline(str(v))}</td>' if (r, c) in table.bold else f"<td>{_inline(str(v))}</td>"
-            for c, v in enumerate(row)
-        )
-        + "</tr>"
-        for r, row in enumerate(table.rows)
+        "<tr>" + "".join(cell(r, c, v) for c, v in enumerate(row)) + "</tr>" for r, row in enumerate(table.rows)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"

@@ -213,7 +213,8 @@ def provenance_section(params: Params, baseline: Baseline) -> Section:
             "bytes for the same params, code and data (a fresh clone's `dvc repro` re-creates it on another day; "
             "DVC's run-cache restores it for an experiment of another name). The run records them: `dvc exp show` "
             "(or `python -m trafficsigns compare`) lists each experiment's name, commit and date beside these "
-            f"metrics, and `git log --all -S {model_md5} -- dvc.lock` finds the commits that hold this model."
+            "metrics, and `git log --all --decorate-refs=refs/ --format='%h %ci %D' -S "
+            f"{model_md5} -- dvc.lock` lists the commits that hold this model, with their date and experiment."
         )
     )
     return Section("Provenance", blocks)
