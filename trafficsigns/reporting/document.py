@@ -55,7 +55,7 @@ class Section:
 
 
 CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1300px; margin: 1em auto; padding: 0 1em; color: #222; }
+body { font-family: system-ui, sans-serif; max-width: 1340px; margin: 1em auto; padding: 0 1em; color: #222; }
 h1 { font-size: 1.6em; margin: 0.3em 0; border-bottom: 2px solid #ccc; }
 h2 { font-size: 1.3em; margin: 1.2em 0 0.4em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
