@@ -156,6 +156,8 @@ def _provenance(path, params):
 def test_the_baseline_is_head_then_the_commit_before_the_results_were_recorded(tmp_path):
     """Inside `dvc exp run` HEAD is the baseline; once the run is committed (or a clone re-creates it) HEAD holds
     its metrics, and the baseline is the commit before: the same page either way, naming no commit."""
+    from trafficsigns.reporting.report import answer_section
+
     first = _commit(tmp_path, "baseline", {}, {"accuracy": 0.8, "loss": 0.9})
     (tmp_path / "README.md").write_text("a commit that changes no result\n")
     _commit(tmp_path, "docs only")
@@ -171,7 +173,12 @@ def test_the_baseline_is_head_then_the_commit_before_the_results_were_recorded(t
     _commit(tmp_path, "the run's results")
     after, again = _provenance(tmp_path, params)
     assert after.metrics == before.metrics and after.params == before.params and again == section
-    assert first[:7] not in str(section)
+    current = {"accuracy": 0.85, "loss": 0.7}
+    answer = answer_section(params, current, {}, after)
+    assert answer == answer_section(params, current, {}, before)
+    assert answer.blocks[0].rows[0] == ["test accuracy", "85.00%", "80.00%", "+5.00 pp"]
+    assert answer.blocks[0].rows[3] == ["loss", "0.7000", "0.9000", "-0.2000"]
+    assert first[:7] not in str(section) + str(answer)
 
 
 def test_without_git_or_an_earlier_commit_there_is_no_baseline(tmp_path):

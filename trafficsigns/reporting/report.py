@@ -105,6 +105,10 @@ def write_report(
     log.info("wrote %s and %s (%d figures in %s)", html_path, md_path, len(list(images_dir.iterdir())), images_dir)
 
 
+# One wording whichever commit find_baseline picks: the page must not change when its run is committed.
+BASELINE = "the commit this run started from (git HEAD until its results are committed; in `dvc exp run`, its baseline)"
+
+
 @dataclass
 class Baseline:
     """What this run is measured against: a git revision and what it committed, or why there is none."""
@@ -147,12 +151,6 @@ def find_baseline(current: dict) -> Baseline:
     return Baseline(rev, metrics=committed_test_metrics(rev), params=flatten(flat))
 
 
-def describe_baseline(baseline: Baseline) -> str:
-    if baseline.rev == "HEAD":
-        return "git HEAD, the commit this run started from (inside `dvc exp run`: the experiment's baseline)"
-    return "the commit before git HEAD recorded these test metrics (HEAD already holds this run's results)"
-
-
 def answer_section(params: Params, evaluation: dict, training: dict, baseline: Baseline) -> Section:
     from trafficsigns.modeling.models import describe  # imported here: TensorFlow, which `compare` does without
 
@@ -164,9 +162,9 @@ def answer_section(params: Params, evaluation: dict, training: dict, baseline: B
     if baseline.rev is None:
         against = f"No baseline to compare with ({baseline.why})."
     elif not baseline.metrics:
-        against = f"The baseline, {describe_baseline(baseline)}, holds no test metrics to compare with."
+        against = f"The baseline, {BASELINE}, holds no test metrics to compare with."
     else:
-        against = f"Baseline: {describe_baseline(baseline)}; change in percentage points (pp) for rates."
+        against = f"Baseline: {BASELINE}; change in percentage points (pp) for rates."
     return Section(
         "Test results",
         [
