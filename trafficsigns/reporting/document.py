@@ -51,17 +51,23 @@ class Figure:
 class Section:
     title: str
     blocks: list = field(default_factory=list)
+    folded: bool = False  # HTML: closed until clicked (<details>), for what supports rather than answers
 
 
 CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
-h1 { border-bottom: 2px solid #ccc; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+body { font-family: system-ui, sans-serif; max-width: 1340px; margin: 1em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; margin: 0.3em 0; border-bottom: 2px solid #ccc; }
+h2 { font-size: 1.3em; margin: 1.2em 0 0.4em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
-th { background: #f2f2f2; } td.best { background: #d9f2d9; font-weight: bold; }
+td { font-variant-numeric: tabular-nums; white-space: nowrap; } td.long { white-space: normal; }
+th { background: #f2f2f2; }
+td.best { background: #d9f2d9; font-weight: bold; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; } pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
-nav ul { columns: 2; } code { background: #f2f2f2; padding: 0 0.2em; }
+nav ul { display: flex; flex-wrap: wrap; gap: 0.2em 1.2em; list-style: none; padding: 0; margin: 0.4em 0; }
+code { background: #f2f2f2; padding: 0 0.2em; }
+details > summary { cursor: pointer; } details > summary h2 { display: inline-block; border: none; }
 """
 
 
@@ -120,7 +126,8 @@ def to_html(title: str, sections: list[Section]) -> str:
     toc = "".join(f'<li><a href="#{_anchor(s.title)}">{html.escape(s.title)}</a></li>' for s in sections)
     body = [f"<h1>{html.escape(title)}</h1>", f"<nav><ul>{toc}</ul></nav>"]
     for section in sections:
-        body.append(f'<h2 id="{_anchor(section.title)}">{html.escape(section.title)}</h2>')
+        heading = f'<h2 id="{_anchor(section.title)}">{html.escape(section.title)}</h2>'
+        body.append(f"<details><summary>{heading}</summary>" if section.folded else heading)
         for block in section.blocks:
             if isinstance(block, Text):
                 body.append(f"<p>{_inline(block.text)}</p>")
@@ -134,6 +141,8 @@ def to_html(title: str, sections: list[Section]) -> str:
                     f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.caption)}">'
                     f"<figcaption>{_inline(block.caption)}</figcaption></figure>"
                 )
+        if section.folded:
+            body.append("</details>")
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
@@ -143,16 +152,15 @@ def to_html(title: str, sections: list[Section]) -> str:
 
 
 def _html_table(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in table.header)
+    """Short cells (numbers, names) never wrap; long ones (a sentence, a list of params) do."""
+
+    def cell(r: int, c: int, value) -> str:
+        text = str(value)
+        classes = " ".join(name for name, on in (("best", (r, c) in table.bold), ("long", len(text) > 40)) if on)
+        return f'<td class="{classes}">{_inline(text)}</td>' if classes else f"<td>{_inline(text)}</td>"
+
+    head = "".join(f"<th>{_inline(str(h))}</th>" for h in table.header)
     rows = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="best">{html.escape(str(v))}</td>'
-            if (r, c) in table.bold
-            else f"<td>{html.escape(str(v))}</td>"
-            for c, v in enumerate(row)
-        )
-        + "</tr>"
-        for r, row in enumerate(table.rows)
+        "<tr>" + "".join(cell(r, c, v) for c, v in enumerate(row)) + "</tr>" for r, row in enumerate(table.rows)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"

@@ -9,11 +9,12 @@ best model. This module only lays the document out.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
-import subprocess
 import tempfile
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -43,7 +44,20 @@ from trafficsigns.core.paths import (
 from trafficsigns.data.h5store import expected_meta, read_summary
 from trafficsigns.explain import demystify
 from trafficsigns.reporting.document import Code, Figure, Section, Table, Text, write_document
-from trafficsigns.reporting.runs import curve_file, curves_figure, flatten, read_curve
+from trafficsigns.reporting.runs import (
+    HEADLINE,
+    GitError,
+    change,
+    committed,
+    curve_file,
+    curves_figure,
+    flatten,
+    git,
+    number,
+    param_text,
+    read_curve,
+    test_metrics,
+)
 
 log = logging.getLogger(__name__)
 DEMYSTIFY_CAPTIONS = {
@@ -64,20 +78,24 @@ def read_json(path: Path) -> dict:
 def write_report(
     params: Params, html_path: Path = REPORT_HTML, md_path: Path = REPORT_MD, images_dir: Path = REPORT_IMAGES
 ) -> None:
-    evaluation = read_json(EVALUATE_METRICS)
+    """The answer first (test metrics against the baseline, provenance), then the evidence (curves, test set,
+    data), then what teaches rather than answers, folded (what the network sees, demystify, all params)."""
+    evaluation = test_metrics(read_json(EVALUATE_METRICS))
     training = read_json(TRAIN_SUMMARY)
     counts, class_names, meta = read_summary(DATASET)  # the sizes and names only: the images stay on disk
+    baseline = find_baseline(evaluation)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         sections = [
-            summary_section(params, evaluation, training),
-            params_section(params),
-            data_section(counts, meta, class_names),
-            training_section(training, work),
-            evaluation_section(evaluation, class_names),
-            *network_sections(params, work),
+            answer_section(params, evaluation, training, baseline),
+            provenance_section(params, baseline),
+            training_section(work),
+            evaluation_section(class_names),
             *ensemble_sections(),
+            data_section(counts, meta, class_names),
+            *network_sections(params, work),
             demystify_section(),
+            params_section(params),
         ]
         title = (
             f"Traffic signs: {params.model.name} on {params.data.source}, "
@@ -87,81 +105,125 @@ def write_report(
     log.info("wrote %s and %s (%d figures in %s)", html_path, md_path, len(list(images_dir.iterdir())), images_dir)
 
 
-def summary_section(params: Params, evaluation: dict, training: dict) -> Section:
+# One wording whichever commit find_baseline picks: the page must not change when its run is committed.
+BASELINE = "the commit this run started from (git HEAD until its results are committed; in `dvc exp run`, its baseline)"
+
+
+@dataclass
+class Baseline:
+    """What this run is measured against: a git revision and what it committed, or why there is none."""
+
+    rev: str | None
+    why: str = ""
+    metrics: dict = field(default_factory=dict)  # its test metrics ({} if it committed none)
+    params: dict = field(default_factory=dict)  # its params.yaml, flattened
+
+
+def committed_test_metrics(rev: str) -> dict:
+    try:
+        return test_metrics(json.loads(committed(rev, EVALUATE_METRICS)))
+    except (GitError, json.JSONDecodeError):  # no metrics committed there (a first run), or not JSON
+        return {}
+
+
+def find_baseline(current: dict) -> Baseline:
+    """git HEAD (inside `dvc exp run`, and in a queued run's workspace: the experiment's baseline commit),
+    unless HEAD already holds these very test metrics: then the commit before they were recorded.
+
+    So the page is the same bytes before and after its run is committed, and when a fresh clone re-creates
+    it (issue #13: DVC hashes it). No commit is named, for the same reason: a new commit with the same
+    metrics and params.yaml is the same baseline, and DVC's run-cache may restore this page at another.
+    """
+    rev = "HEAD"
+    try:
+        if current and committed_test_metrics(rev) == current:
+            recorded = git("log", "-1", "--first-parent", "--format=%H", rev, "--", EVALUATE_METRICS.as_posix())
+            if not git("log", "-1", "--format=%P", recorded):
+                return Baseline(None, "no commit before the one that recorded these test metrics")
+            rev = f"{recorded}^"
+        flat = yaml.safe_load(committed(rev, Path("params.yaml")))
+    except GitError as exc:  # not a git repo, no commit yet, no params.yaml there
+        return Baseline(None, f"git: {exc}")
+    except yaml.YAMLError as exc:
+        return Baseline(None, f"its params.yaml is not YAML: {exc}")
+    if not isinstance(flat, dict):
+        return Baseline(None, "its params.yaml is not a mapping")
+    return Baseline(rev, metrics=committed_test_metrics(rev), params=flatten(flat))
+
+
+def answer_section(params: Params, evaluation: dict, training: dict, baseline: Baseline) -> Section:
     from trafficsigns.modeling.models import describe  # imported here: TensorFlow, which `compare` does without
 
+    rows = [
+        [label, number(evaluation.get(key), rate), number(baseline.metrics.get(key), rate)]
+        + [change(evaluation.get(key), baseline.metrics.get(key), rate)]
+        for key, label, rate in HEADLINE
+    ]
+    if baseline.rev is None:
+        against = f"No baseline to compare with ({baseline.why})."
+    elif not baseline.metrics:
+        against = f"The baseline, {BASELINE}, holds no test metrics to compare with."
+    else:
+        against = f"Baseline: {BASELINE}; change in percentage points (pp) for rates."
     return Section(
-        "Summary",
+        "Test results",
         [
+            Table(["on the test set", "this run", "baseline", "change"], rows, bold={(0, 1)}),
             Text(
-                f"Model `{params.model.name}` ({describe(params.model)}, "
-                f"{training.get('parameters', 0):,} weights), trained {training.get('step', 0) + 1} epochs "
-                f"(wall times in `{TRAIN_TIMINGS}`); the best epoch on validation was "
-                f"{training.get('best_epoch')}. Test accuracy {evaluation['accuracy']:.2%}, macro-F1 "
-                f"{evaluation['macro_f1']:.4f}, on {evaluation['images']:,} test images never used to pick the model."
-            )
+                f"{evaluation.get('images', 0):,} test images, never used to pick the model. Model "
+                f"`{params.model.name}` ({describe(params.model)}, {training.get('parameters', 0):,} weights): "
+                f"epoch {training.get('best_epoch')} of {training.get('epochs_done')}, the best on validation "
+                f"({number(training.get('best_val_accuracy'), True)}). {against}"
+            ),
         ],
     )
 
 
-def cell(value) -> str:
-    """A table cell: floats to 4 decimals, integers with separators, booleans, null and lists as in YAML."""
-    if isinstance(value, (bool, list, tuple)) or value is None or value == "":
-        return json.dumps(value)
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
+def md5(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
-def committed_params() -> tuple[dict | None, str]:
-    """params.yaml as committed at git HEAD, flattened, or (None, why) if git cannot tell.
-
-    Inside `dvc exp run` (and in a queued run's temporary workspace) HEAD is the experiment's baseline
-    commit, so the comparison shows exactly what the experiment changed. The commit itself is not named:
-    the report must be the same bytes for the same params, code and data (DVC's run-cache, a team remote),
-    and a new commit with the same params.yaml is the same baseline.
-    """
-    try:
-        text = subprocess.run(
-            ["git", "show", "HEAD:./params.yaml"], capture_output=True, text=True, timeout=60, check=True
-        ).stdout
-        committed = yaml.safe_load(text)
-    except subprocess.CalledProcessError as exc:  # not a git repo, no commit yet, no params.yaml at HEAD
-        lines = (exc.stderr or "").strip().splitlines()
-        return None, lines[-1] if lines else str(exc)
-    except (OSError, subprocess.SubprocessError, yaml.YAMLError) as exc:
-        return None, str(exc)
-    if not isinstance(committed, dict):
-        return None, "params.yaml at HEAD is not a mapping"
-    return flatten(committed), ""
+def provenance_section(params: Params, baseline: Baseline) -> Section:
+    model_md5 = md5(BEST_MODEL)
+    blocks = [
+        Table(
+            ["input", "md5 (as in dvc.lock)"],
+            [[f"`{DATASET}` (the prepared data)", md5(DATASET)], [f"`{BEST_MODEL}`", model_md5]],
+        )
+    ]
+    if baseline.rev is not None:
+        values = flatten(params.model_dump(mode="json"))
+        keys = [*values, *(k for k in baseline.params if k not in values)]
+        changed = [
+            [f"`{k}`", param_text(values.get(k, ...)), param_text(baseline.params.get(k, ...))]
+            for k in keys
+            if values.get(k, ...) != baseline.params.get(k, ...)
+        ]
+        blocks.append(
+            Table(["parameter that differs", "this run", "baseline"], changed)
+            if changed
+            else Text("Parameters: all as in the baseline's `params.yaml`.")
+        )
+    blocks.append(
+        Text(
+            "Commit, experiment name and date are not written here, on purpose: this page is a DVC output, the same "
+            "bytes for the same params, code and data (a fresh clone's `dvc repro` re-creates it on another day; "
+            "DVC's run-cache restores it for an experiment of another name). The run records them: `dvc exp show` "
+            "(or `python -m trafficsigns compare`) lists each experiment's name, commit and date beside these "
+            "metrics, and `git log --all --decorate-refs=refs/ --format='%h %ci %D' -S "
+            f"{model_md5} -- dvc.lock` lists the commits that hold this model, with their date and experiment."
+        )
+    )
+    return Section("Provenance", blocks)
 
 
 def params_section(params: Params) -> Section:
-    values = flatten(params.model_dump(mode="json"))
-    committed, why = committed_params()
-    if committed is None:
-        blocks = [Text(f"Cannot tell which parameters differ from the committed `params.yaml` (git: {why}).")]
-    else:
-        changed = [
-            [k, cell(values[k]) if k in values else "(absent)", cell(committed[k]) if k in committed else "(absent)"]
-            for k in [*values, *(k for k in committed if k not in values)]
-            if values.get(k, ...) != committed.get(k, ...)
-        ]
-        blocks = (
-            [
-                Text("Parameters that differ from `params.yaml` as committed at git HEAD (the experiment's baseline):"),
-                Table(["parameter", "value", "committed"], changed),
-            ]
-            if changed
-            else [Text("All parameters as committed in `params.yaml` at git HEAD.")]
-        )
-    blocks += [
-        Text("All of `params.yaml`, as validated:"),
-        Code(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)),
-    ]
-    return Section("Parameters", blocks)
+    return Section(
+        "All parameters",
+        [Text("`params.yaml`, as validated:"), Code(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))],
+        folded=True,
+    )
 
 
 def data_section(counts: dict[str, int], meta: dict, class_names: list[str]) -> Section:
@@ -172,7 +234,7 @@ def data_section(counts: dict[str, int], meta: dict, class_names: list[str]) -> 
             "is in both train and validation."
         ),
         Table(["split", "images"], [[s, f"{n:,}"] for s, n in counts.items()]),
-        Table(["prepared with", "value"], [[k, cell(meta[k])] for k in shown if k in meta]),
+        Table(["prepared with", "value"], [[k, param_text(meta[k])] for k in shown if k in meta]),
     ]
     captions = {
         CLASS_HISTOGRAM: "Images per class and split",
@@ -183,7 +245,7 @@ def data_section(counts: dict[str, int], meta: dict, class_names: list[str]) -> 
     return Section("Data", blocks)
 
 
-def training_section(training: dict, work: Path) -> Section:
+def training_section(work: Path) -> Section:
     panels = {
         metric: {
             f"{split} {metric}": read_curve(curve_file(split, metric))
@@ -193,21 +255,24 @@ def training_section(training: dict, work: Path) -> Section:
         for metric in ("accuracy", "loss")
     }
     # No wall times: they differ run to run, and the report must be the same bytes for the same inputs.
-    rows = [[k, cell(training[k])] for k in ("best_epoch", "best_val_accuracy", "parameters") if k in training]
-    blocks = [Table(["training", "value"], rows)]
+    blocks = [Text(f"Wall times per epoch are in `{TRAIN_TIMINGS}` (`dvc metrics show`).")]
     if any(panels.values()):
         path = curves_figure({k: v for k, v in panels.items() if v}, "Training curves", work / "training_curves.png")
         blocks.append(Figure(path, "Accuracy and loss per epoch (validation: whole held-out tracks)"))
     return Section("Training", blocks)
 
 
-def evaluation_section(evaluation: dict, class_names: list[str]) -> Section:
-    blocks = [Table(["test metric", "value"], [[k, cell(v)] for k, v in evaluation.items()])]
+def evaluation_section(class_names: list[str]) -> Section:
+    blocks = []
     if PER_CLASS_CSV.exists():
         with open(PER_CLASS_CSV, newline="") as f:
             worst = sorted(csv.DictReader(f), key=lambda r: float(r["accuracy"]))[:5]
         blocks.append(
-            Text("Hardest classes: " + "; ".join(f"{r['class']} ({float(r['accuracy']):.0%})" for r in worst) + ".")
+            Text(
+                "Hardest classes: "
+                + "; ".join(f"{r['class']} ({number(float(r['accuracy']), True)})" for r in worst)
+                + "."
+            )
         )
     blocks.append(Figure(PER_CLASS_FIGURE, "Per-class test accuracy", f"evaluate_{PER_CLASS_FIGURE.name}"))
     if CONFUSION_CSV.exists():
@@ -249,6 +314,7 @@ def network_sections(params: Params, work: Path) -> list[Section]:
                         "flat vector of pixels, so there are no kernels or feature maps to show."
                     )
                 ],
+                folded=True,
             )
         ]
     first = views.convs[0]
@@ -266,21 +332,19 @@ def network_sections(params: Params, work: Path) -> list[Section]:
         Figure(path, f"Each convolution layer's most active feature maps for test image #{i}")
         for i, path in views.feature_maps
     ]
-    return [Section(title, blocks)]
+    return [Section(title, blocks, folded=True)]
 
 
 def ensemble_sections() -> list[Section]:
-    if not ENSEMBLE_METRICS.exists():
+    scores = read_json(ENSEMBLE_METRICS) if ENSEMBLE_METRICS.exists() else {}
+    if "committee" not in scores:  # `{}`: evaluate.ensemble is off
         return []
-    scores = read_json(ENSEMBLE_METRICS)
-    if not scores.get("enabled"):
-        return []
-    rows = [[name, f"{s['accuracy']:.2%}", f"{s['macro_f1']:.4f}"] for name, s in scores["members"].items()]
+    rows = [[name, number(s["accuracy"], True), number(s["macro_f1"], True)] for name, s in scores["members"].items()]
     rows.append(
         [
             f"committee of {len(rows)}",
-            f"{scores['committee']['accuracy']:.2%}",
-            f"{scores['committee']['macro_f1']:.4f}",
+            number(scores["committee"]["accuracy"], True),
+            number(scores["committee"]["macro_f1"], True),
         ]
     )
     return [
@@ -307,9 +371,11 @@ def demystify_section() -> Section:
                     "`dvc exp run -S demystify.enabled=true` adds them here, or run `python -m trafficsigns demystify`."
                 )
             ],
+            folded=True,
         )
     return Section(
         "Opening the box",
         [Text(f"The `demystify` figures from `{DEMYSTIFY_PLOTS}/` (NumPy, no Keras):")]
         + [Figure(p, DEMYSTIFY_CAPTIONS.get(p.name, p.stem), f"demystify_{p.name}") for p in shown],
+        folded=True,
     )

@@ -54,7 +54,7 @@ def main(params: Params) -> None:
     probs = load_model(BEST_MODEL).predict(x, batch_size=params.evaluate.batch_size, verbose=0)
     headline, confusion = classification_metrics(probs, y)
     per_class = per_class_accuracy(confusion)
-    write_text(EVALUATE_METRICS, json.dumps(headline, indent=2) + "\n")
+    write_text(EVALUATE_METRICS, json.dumps({"test": headline}, indent=2) + "\n")
     # One row per test image: DVC's `confusion` template counts them into the matrix.
     write_text(CONFUSION_CSV, csv_text("actual,predicted", zip(y, probs.argmax(axis=1))))
     write_text(
