@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.helpers import NO_AUGMENT, TINY_PARAMS, make_params, make_project, run_stages, tiny_params
+from tests.helpers import NO_AUGMENT, TINY_PARAMS, make_params, make_project, native_bf16, run_stages, tiny_params
 from trafficsigns.core.config import ModelParams, TrainParams
 from trafficsigns.modeling.models import ARCHITECTURES, build_model
 
@@ -213,14 +213,6 @@ def test_early_stopping_watches_val_accuracy(tiny_dataset, tmp_path):
     # A learning rate this small leaves val accuracy flat: patience 1 stops after the second epoch.
     summary = train_tiny(tiny_dataset, tmp_path, epochs=10, early_stopping=1, learning_rate=1e-12)
     assert summary["epochs_done"] == 2
-
-
-def native_bf16() -> bool:
-    """This host's answer, read straight from the kernel: x86 CPU flags avx512_bf16 or amx_bf16."""
-    from pathlib import Path
-
-    info = Path("/proc/cpuinfo")
-    return bool(info.exists() and {"avx512_bf16", "amx_bf16"} & set(info.read_text().split()))
 
 
 CPUINFO = "processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: fpu sse2 avx2 {flags}\nbogomips\t: 4000\n"
