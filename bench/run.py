@@ -27,10 +27,13 @@ import h5py
 import yaml
 
 from bench import baselines
-from trafficsigns.core.config import load_params
+from trafficsigns.core.config import Params, load_params
 from trafficsigns.core.paths import DATASET, RAW_DIR
 from trafficsigns.data.archives import read_test_split, read_train_split
-from trafficsigns.data.h5store import CHUNK_IMAGES, image_chunks, read_dataset
+from trafficsigns.data.augment import augment_split
+from trafficsigns.data.dataset import build_dataset
+from trafficsigns.data.h5store import CHUNK_IMAGES, image_chunks, read_dataset, write_dataset
+from trafficsigns.data.sources import GTSRB_FILES
 from trafficsigns.data.synthetic import write_synthetic_gtsrb
 from trafficsigns.stages import prepare
 
@@ -76,6 +79,30 @@ def ensure_data(data_dir: Path, scale: str) -> Path:
         write_synthetic_gtsrb(raw, **SYNTHETIC[scale])
         marker.write_text(json.dumps(SYNTHETIC[scale]))
     return raw
+
+
+def bench_data(mirror: Path | None, data_dir: Path, scale: str) -> tuple[Path, str]:
+    """(raw folder, data.source): `mirror`, a folder with the three official GTSRB archives, or synthetic."""
+    if mirror is None:
+        return ensure_data(data_dir, scale), "synthetic"
+    missing = [name for name in GTSRB_FILES if not (mirror / name).is_file()]
+    if missing:
+        raise SystemExit(f"error: --mirror {mirror} lacks {', '.join(missing)}")
+    return mirror, "gtsrb"
+
+
+def prepared(raw: Path, source: str, params: Params, folder: Path) -> tuple[Path, Path | None, float]:
+    """What the prepare and augment stages make of `raw` with `params`, in `folder`: the dataset, the
+    augmented training split (None when augment.* adds nothing) and the seconds both took."""
+    started = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    ds, _ = build_dataset(raw, params.prepare, source)
+    write_dataset(folder / "dataset.h5", ds)
+    augmented = None
+    if params.augment.copies or params.augment.balance:
+        augmented = folder / "train.h5"
+        augment_split(ds, augmented, params.augment)
+    return folder / "dataset.h5", augmented, time.perf_counter() - started
 
 
 def timed(fn, *args, **kwargs):
@@ -225,18 +252,20 @@ def noop_repro_seconds(scale: str, work: Path) -> float:
     if scale == "tiny":
         params = yaml.safe_load((clone / "params.yaml").read_text())
         for section, values in TINY_PIPELINE.items():
-            _merge(params[section], values)
+            merge(params[section], values)
         (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(clone, "dvc", "repro")
     return statistics.median(timed(sh, clone, "dvc", "repro")[0] for _ in range(3))
 
 
-def _merge(into: dict, values: dict) -> None:
+def merge(into: dict, values: dict) -> dict:
+    """`values` written over `into`, nested sections key by key; returns `into`."""
     for key, value in values.items():
         if isinstance(value, dict):
-            _merge(into[key], value)
+            merge(into[key], value)
         else:
             into[key] = value
+    return into
 
 
 def measure_repro(scale: str, work: Path, baseline_stages: float) -> dict:

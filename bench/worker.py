@@ -1,25 +1,28 @@
 """One TensorFlow measure per process, so that its peak RSS is its own: `python -m bench.worker <json>`.
 
 Prints one JSON line: images/s and the process's peak resident memory (MiB), everything included
-(interpreter, TensorFlow, data, model). Linux (reads /proc).
+(interpreter, TensorFlow, data, model); `fit` (bench.gpu, bench.tta): whole epochs, timed. Linux (reads /proc).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
 from pathlib import Path
 
 import keras
+import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # disable_op_determinism has no public alias
 
 import trafficsigns  # noqa: F401  (sets TensorFlow's environment before it loads)
 from bench import baselines
-from trafficsigns.core.config import ModelParams, TrainParams, load_params
+from trafficsigns.core.config import ModelParams, TrainParams, load_params, parse_params
 from trafficsigns.data.classes import NUM_GTSRB_CLASSES
 from trafficsigns.data.h5store import read_dataset
 from trafficsigns.modeling.models import build_model
-from trafficsigns.modeling.training import _new_model, as_batches, make_deterministic
+from trafficsigns.modeling.training import _new_model, _targets, as_batches, make_deterministic, online_augmenter
 
 # The committed params.yaml's settings (train.*, evaluate.batch_size, each model's widths): what `dvc repro` runs.
 PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
@@ -114,6 +117,96 @@ def predict(impl: str, dataset: str, model: str) -> dict:
     return {"images_per_s": len(x) / (time.perf_counter() - started)}
 
 
+class EpochClock(keras.callbacks.Callback):
+    """Per epoch: training seconds (validation excluded), wall seconds since `started`, val accuracy.
+
+    Stops training once val accuracy reaches `target`, or after the batch that passes `budget_s`.
+    """
+
+    def __init__(self, started: float, target: float | None = None, budget_s: float | None = None):
+        super().__init__()
+        self.started, self.target, self.budget_s = started, target, budget_s
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0, self.t_val = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        self.t_val = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.budget_s is not None and time.perf_counter() - self.started > self.budget_s:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        end = time.perf_counter()
+        record = {"train_seconds": (self.t_val or end) - self.t0, "elapsed_s": end - self.started}
+        if "val_accuracy" in (logs or {}):
+            record["val_accuracy"] = float(logs["val_accuracy"])
+            if self.target is not None and record["val_accuracy"] >= self.target:
+                self.model.stop_training = True
+        self.epochs.append(record)
+
+
+def fit_run(ds, params, op_determinism: bool, validate: bool, target, budget_s, started: float) -> dict:
+    """One training as the train stage runs it (same model, batches, augmenter), timed per epoch."""
+    t = params.train
+    make_deterministic(t.seed, t.jit_compile)
+    if not op_determinism:
+        tf_config.disable_op_determinism()
+    net = _new_model(ds, params.model, t)
+    clock = EpochClock(started, target, budget_s)
+    augmenter = online_augmenter(params.augment, t.seed) if t.online_augment else None
+    net.fit(
+        as_batches(
+            ds.x["train"],
+            _targets(ds.y["train"], ds.num_classes, t),
+            t.batch_size,
+            shuffle_seed=t.seed,
+            augmenter=augmenter,
+        ),
+        validation_data=as_batches(ds.x["val"], _targets(ds.y["val"], ds.num_classes, t), t.batch_size)
+        if validate
+        else None,
+        epochs=t.epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=[clock],
+    )
+    weights = hashlib.md5(b"".join(w.tobytes() for w in net.get_weights())).hexdigest()
+    return {"epochs": clock.epochs, "policy": net.dtype_policy.name, "weights_md5": weights}
+
+
+def fit(
+    dataset: str,
+    runs: list[dict],
+    train_dataset: str | None = None,
+    validate: bool = True,
+    target: float | None = None,
+    budget_s: float | None = None,
+) -> dict:
+    """Each run ({"params": a whole params dict, "op_determinism": bool}) in turn, in this process.
+
+    `train_dataset`: the augment stage's output, whose train split replaces the prepared one. A run that
+    fails is reported by its error, and the next one runs. Wall time counts from the data's reading.
+    """
+    started = time.perf_counter()
+    ds = read_dataset(dataset, splits=("train", "val"))
+    if train_dataset:
+        augmented = read_dataset(train_dataset, splits=("train",))
+        ds.x["train"], ds.y["train"] = augmented.x["train"], augmented.y["train"]
+    results = []
+    for run in runs:
+        try:
+            params = parse_params(run["params"])
+            results.append(fit_run(ds, params, run["op_determinism"], validate, target, budget_s, started))
+        except Exception as exc:  # noqa: BLE001  (one variant's failure, e.g. XLA on a device, is a result)
+            results.append({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]})
+        started = time.perf_counter()
+    devices = [d.device_type for d in tf.config.list_physical_devices()]
+    return {"runs": results, "train_images": len(ds.y["train"]), "gpus": devices.count("GPU")}
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory (VmHWM): ru_maxrss would count the parent's, inherited at fork."""
     line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
@@ -121,7 +214,7 @@ def peak_rss_mib() -> float:
 
 
 def main(spec: dict) -> None:
-    measure = {"train": train, "predict": predict}[spec.pop("measure")]
+    measure = {"train": train, "predict": predict, "fit": fit}[spec.pop("measure")]
     result = measure(**spec)
     result.setdefault("peak_rss_mib", peak_rss_mib())
     print(json.dumps(result))

@@ -133,3 +133,9 @@ def copy_repo(dest: Path, params: dict | None = None) -> Path:
     sh(dest, "git", "add", "-A")
     sh(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
     return dest
+
+
+def native_bf16() -> bool:
+    """This host's answer, read from the kernel apart from the code under test: x86 avx512_bf16 or amx_bf16."""
+    info = Path("/proc/cpuinfo")
+    return bool(info.exists() and {"avx512_bf16", "amx_bf16"} & set(info.read_text().split()))

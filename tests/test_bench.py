@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from skimage import exposure
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, make_params, native_bf16
 
 
 def test_as_batches_gives_the_batches_from_tensor_slices_gave():
@@ -100,3 +100,75 @@ def test_harness_runs_at_tiny_scale(tmp_path):
     assert [row["compression"] for row in results["h5_compression"]] == ["none", "lzf", "gzip 1", "gzip 4"]
     assert results["machine"]["cpus"] >= 1 and results["images"]["train"] > 0
     assert "prepare 48px L-CLAHE" in done.stdout and "ratio" in done.stdout
+
+
+def run_bench(module: str, tmp_path, *args: str) -> tuple[str, dict]:
+    """`python -m <module>` on tiny synthetic data: its stdout and the JSON it wrote."""
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args, "--out", str(out), "--data-dir", str(tmp_path / "data")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout, json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_gpu_bench_without_a_gpu_says_so_and_runs_its_cpu_version(tmp_path):
+    from bench.gpu import gpu_listed
+
+    if gpu_listed():
+        pytest.skip("this host has a GPU: bench.gpu would run its full version")
+    stdout, results = run_bench("bench.gpu", tmp_path, "--no-install")
+    assert "no GPU found" in stdout and "CPU only" in stdout
+    table = {row["variant"]: row for row in results["table"]}
+    assert list(table) == [
+        "float32 (baseline)",
+        "float32, op determinism off",
+        "mixed precision",
+        "float32, large batch",
+    ]
+    assert all("error" not in row and row["images_per_s"] > 0 for row in table.values()), table
+    assert table["float32 (baseline)"]["ratio"] == 1.0
+    assert table["float32, large batch"]["batch"] == 8 * table["float32 (baseline)"]["batch"]
+    # op determinism: the same weights twice (without it, a CPU happens to give them too)
+    assert table["float32 (baseline)"]["same_weights_twice"] is True
+    assert table["float32, op determinism off"]["determinism"] is False
+    assert "same_weights_twice" in table["float32, op determinism off"]
+    assert table["mixed precision"]["policy"] == ("mixed_bfloat16" if native_bf16() else "float32")
+
+
+def test_time_to_accuracy_compares_the_first_epochs_that_reach_the_same_accuracy():
+    from bench.tta import compare
+
+    results = {
+        "ours": {"curve": [(100.0, 0.90), (200.0, 0.97), (300.0, 0.99)]},
+        "fidle": {"curve": [(150.0, 0.80), (400.0, 0.96), (650.0, 0.98), (900.0, 0.985)]},
+    }
+    summary = compare(results, target=None)
+    assert summary["val_accuracy"] == 0.985  # the best both reached
+    assert summary["seconds_to_it"] == {"ours": 300.0, "fidle": 900.0}
+    assert summary["speedup"] == 3.0
+    assert summary["equal_wall_s"] == 300.0
+    assert summary["val_accuracy_at_equal_wall"] == {"ours": 0.99, "fidle": 0.80}
+    assert compare(results, target=0.97)["seconds_to_it"] == {"ours": 200.0, "fidle": 650.0}
+    unreached = compare(results, target=0.995)
+    assert unreached["seconds_to_it"] == {"ours": None, "fidle": None} and "speedup" not in unreached
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_runs_both_recipes_at_tiny_scale(tmp_path):
+    stdout, results = run_bench("bench.tta", tmp_path, "--scale", "tiny")
+    recipes, summary = results["recipes"], results["summary"]
+    assert list(recipes) == ["ours (params.yaml)", "FIDLE (v2, 48 px RGB)"]
+    ours, fidle = recipes.values()
+    assert ours["train_images"] == (1 + make_params().augment.copies) * fidle["train_images"]  # offline vs online
+    for run in recipes.values():
+        seconds = [s for s, _ in run["curve"]]
+        assert len(seconds) == 2 and run["prepare_s"] < seconds[0] < seconds[1]
+    assert summary["val_accuracy"] == min(max(a for _, a in run["curve"]) for run in recipes.values())
+    times = summary["seconds_to_it"]
+    assert summary["speedup"] == pytest.approx(times["FIDLE (v2, 48 px RGB)"] / times["ours (params.yaml)"])
+    assert "ratio (FIDLE's time / ours)" in stdout

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.helpers import NO_AUGMENT, TINY_PARAMS, make_params, make_project, run_stages, tiny_params
+from tests.helpers import NO_AUGMENT, TINY_PARAMS, make_params, make_project, native_bf16, run_stages, tiny_params
 from trafficsigns.core.config import ModelParams, TrainParams
 from trafficsigns.modeling.models import ARCHITECTURES, build_model
 
@@ -215,6 +215,37 @@ def test_early_stopping_watches_val_accuracy(tiny_dataset, tmp_path):
     assert summary["epochs_done"] == 2
 
 
+CPUINFO = "processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: fpu sse2 avx2 {flags}\nbogomips\t: 4000\n"
+
+
+@pytest.mark.parametrize(
+    "flags, policy",
+    [
+        ("avx512f avx512_bf16 avx512_vnni", "mixed_bfloat16"),  # AMD Zen 4, Intel Cooper Lake
+        ("avx512f amx_bf16 amx_tile amx_int8", "mixed_bfloat16"),  # Intel Sapphire Rapids
+        ("avx512f avx512_vnni", "float32"),  # AVX-512 without bfloat16 (Skylake, Zen 3 has none at all)
+        ("", "float32"),
+    ],
+)
+def test_mixed_precision_uses_bfloat16_only_on_cpus_with_it(flags, policy, caplog):
+    from trafficsigns.modeling.training import precision_policy
+
+    cpuinfo = CPUINFO.format(vendor="GenuineIntel", flags=flags)
+    assert precision_policy(train_params(mixed_precision=True), cpuinfo) == policy
+    assert ("no native bfloat16" in caplog.text) == (policy == "float32")
+    assert precision_policy(train_params(mixed_precision=False), cpuinfo) == "float32"
+
+
+def test_mixed_precision_on_this_host_follows_its_cpu_flags(tiny_dataset):
+    from trafficsigns.data.h5store import read_dataset
+    from trafficsigns.modeling.training import _new_model
+
+    ds = read_dataset(tiny_dataset, splits=("train", "val"))
+    model = _new_model(ds, model_params("v3", filters=4), train_params(mixed_precision=True))
+    assert model.layers[0].compute_dtype == ("bfloat16" if native_bf16() else "float32")
+
+
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bfloat16")
 def test_mixed_precision_computes_in_bfloat16_on_cpu_with_a_float32_head(tiny_dataset):
     from trafficsigns.data.h5store import read_dataset
     from trafficsigns.modeling.training import _new_model

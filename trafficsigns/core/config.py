@@ -189,7 +189,7 @@ class TrainParams(_Section):
     early_stopping: int = Field(ge=0, description="stop after this many epochs without a better val accuracy; 0 = off")
     label_smoothing: float = Field(ge=0, lt=1)
     online_augment: bool = Field(description="random augment.* transforms on every batch (Keras layers)")
-    mixed_precision: bool = Field(description="float16 on GPU, bfloat16 on CPU; the head stays float32")
+    mixed_precision: bool = Field(description="float16 on GPU, bfloat16 on CPUs with it (else float32); head float32")
     jit_compile: bool = Field(description="XLA-compile the training step")
     distribute: Literal["auto", "off"] = Field(description="auto: MirroredStrategy over all GPUs when >1")
     tensorboard: bool

@@ -261,11 +261,28 @@ def _optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizers.Op
     return keras.optimizers.Adam(learning_rate=rate)
 
 
-def precision_policy(params: TrainParams) -> str:
-    """float16 needs a GPU to pay off; CPUs with AVX512-BF16 or AMX run bfloat16 natively."""
+# x86 flags (Linux /proc/cpuinfo) of the instructions oneDNN computes bfloat16 with: without them it is emulated
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def precision_policy(params: TrainParams, cpuinfo: str | None = None) -> str:
+    """float16 on a GPU; bfloat16 on a CPU only where it is native (`cpuinfo`: /proc/cpuinfo's text).
+
+    Elsewhere (older x86, ARM, no /proc) bfloat16 is emulated, usually slower than float32: it stays float32.
+    """
     if not params.mixed_precision:
         return "float32"
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    if cpuinfo is None:
+        cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = {
+        flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()
+    }
+    if flags & NATIVE_BF16_FLAGS:
+        return "mixed_bfloat16"
+    log.warning("train.mixed_precision: this CPU has no native bfloat16 (avx512_bf16 or amx_bf16); training in float32")
+    return "float32"
 
 
 def distribution_strategy(params: TrainParams) -> tf.distribute.Strategy:
