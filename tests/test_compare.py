@@ -76,7 +76,7 @@ def _exp_show(name, model, mode, accuracy, state="success"):
             }
         },
         "metrics": {
-            "metrics/evaluate.json": {"data": {"accuracy": accuracy, "macro_f1": accuracy / 2}},
+            "metrics/evaluate.json": {"data": {"test": {"accuracy": accuracy, "macro_f1": accuracy / 2}}},
             "metrics/train/metrics.json": {"data": {"parameters": 1234}},
             "metrics/timings.json": {"data": {"train_seconds": 3.0}},
         },

@@ -45,7 +45,7 @@ class Experiment:
 
     @property
     def evaluated(self) -> bool:
-        return "accuracy" in self.metrics.get(str(EVALUATE_METRICS), {})
+        return "accuracy" in self.metrics.get(str(EVALUATE_METRICS), {}).get("test", {})
 
 
 def dvc_exp_show(all_commits: bool = False, timeout: float | None = None) -> list:
@@ -98,11 +98,11 @@ def differing(exps: list[Experiment]) -> list[str]:
 
 def table(exps: list[Experiment]) -> Table:
     """One row per experiment, best test accuracy first and highlighted."""
-    exps = sorted(exps, key=lambda e: -e.metrics[str(EVALUATE_METRICS)]["accuracy"])
+    exps = sorted(exps, key=lambda e: -e.metrics[str(EVALUATE_METRICS)]["test"]["accuracy"])
     varying = differing(exps)
     rows = []
     for e in exps:
-        evaluation, training = e.metrics[str(EVALUATE_METRICS)], e.metrics.get(str(TRAIN_SUMMARY), {})
+        evaluation, training = e.metrics[str(EVALUATE_METRICS)]["test"], e.metrics.get(str(TRAIN_SUMMARY), {})
         timings = e.metrics.get(str(TRAIN_TIMINGS)) or training  # experiments from before timings.json: in training
         p = e.params
         size = e.sizes.get(str(BEST_MODEL))

@@ -42,6 +42,7 @@ from trafficsigns.core.paths import (
 )
 from trafficsigns.data.h5store import expected_meta, read_summary
 from trafficsigns.explain import demystify
+from trafficsigns.reporting import plots
 from trafficsigns.reporting.document import Code, Figure, Section, Table, Text, write_document
 from trafficsigns.reporting.runs import curve_file, curves_figure, flatten, read_curve
 
@@ -64,7 +65,7 @@ def read_json(path: Path) -> dict:
 def write_report(
     params: Params, html_path: Path = REPORT_HTML, md_path: Path = REPORT_MD, images_dir: Path = REPORT_IMAGES
 ) -> None:
-    evaluation = read_json(EVALUATE_METRICS)
+    evaluation = read_json(EVALUATE_METRICS)["test"]
     training = read_json(TRAIN_SUMMARY)
     counts, class_names, meta = read_summary(DATASET)  # the sizes and names only: the images stay on disk
     with tempfile.TemporaryDirectory() as tmp:
@@ -213,7 +214,9 @@ def evaluation_section(evaluation: dict, class_names: list[str]) -> Section:
     if CONFUSION_CSV.exists():
         with open(CONFUSION_CSV, newline="") as f:
             pairs = Counter(
-                (int(r["actual"]), int(r["predicted"])) for r in csv.DictReader(f) if r["actual"] != r["predicted"]
+                (plots.class_id(r["actual"]), plots.class_id(r["predicted"]))
+                for r in csv.DictReader(f)
+                if r["actual"] != r["predicted"]
             )
         if pairs:
             blocks.append(
@@ -272,17 +275,13 @@ def network_sections(params: Params, work: Path) -> list[Section]:
 def ensemble_sections() -> list[Section]:
     if not ENSEMBLE_METRICS.exists():
         return []
-    scores = read_json(ENSEMBLE_METRICS)
-    if not scores.get("enabled"):
+    scores = read_json(ENSEMBLE_METRICS).get("ensemble")
+    if not scores:
         return []
-    rows = [[name, f"{s['accuracy']:.2%}", f"{s['macro_f1']:.4f}"] for name, s in scores["members"].items()]
-    rows.append(
-        [
-            f"committee of {len(rows)}",
-            f"{scores['committee']['accuracy']:.2%}",
-            f"{scores['committee']['macro_f1']:.4f}",
-        ]
-    )
+    rows = [
+        [name, f"{s['test']['accuracy']:.2%}", f"{s['test']['macro_f1']:.4f}"] for name, s in scores["members"].items()
+    ]
+    rows.append([f"committee of {len(rows)}", f"{scores['test']['accuracy']:.2%}", f"{scores['test']['macro_f1']:.4f}"])
     return [
         Section(
             "Ensemble",
