@@ -66,8 +66,8 @@ def test_tiny_pipeline_through_dvc(tiny_pipeline_repo, tmp_path):
     other_model = sh(repo, "dvc", "repro")
     assert "Running stage 'train'" not in other_model.stdout and "Running stage 'report'" in other_model.stdout
 
-    plots = sh(repo, "dvc", "plots", "show", "--json")
-    assert "confusion" in plots.stdout or "plots/evaluate/confusion.csv" in plots.stdout
+    plots = json.loads(sh(repo, "dvc", "plots", "show", "--json").stdout)["data"]
+    assert "Confusion matrix (test)" in plots and "Per-class test accuracy" in plots
 
 
 def assert_exp_view(repo):
