@@ -99,6 +99,7 @@ def test_plots_draw_each_curve_once_and_the_confusion_in_id_order(tiny_pipeline_
     (confusion,) = shown["Confusion matrix (test)"]
     values = confusion["content"]["data"]["values"]
     assert confusion["content"]["spec"]["encoding"]["x"]["sort"] == "ascending"  # as text, by DVC's template
+    assert confusion["content"]["spec"]["width"] == {"step": 14}, "43 classes in DVC's 300 px overlap"
     ids = [int(label.split(" ", 1)[0]) for label in sorted({v["actual"] for v in values})]
     assert ids == sorted(ids) and max(ids) >= 10, ids  # as text, "10" would come before "2"
     assert values[0]["actual"].split(" ", 1)[1] in GTSRB_CLASS_NAMES
