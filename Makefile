@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test test-fast lint bench bench-gpu bench-tta grid compare plots-offline clean-venv
+.PHONY: repro test test-fast lint bench bench-gpu bench-tta grid compare exp plots-offline clean-venv
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
@@ -66,6 +66,12 @@ cluster-grid: $(VENV)/.installed
 # One table over all experiments: reports/compare.html (self-contained) and reports/compare.md.
 compare: $(VENV)/.installed
 	python -m trafficsigns compare
+
+# `dvc exp show` cut to what tells experiments apart and fitted to a 120-column terminal: the test
+# accuracy and macro-F1, the best val accuracy and the training seconds, then the params that differ
+# (trafficsigns/experiments/exp_table.py says how). `make exp ARGS=-A`: any `dvc exp show` option.
+exp: $(VENV)/.installed
+	python -m trafficsigns.experiments.exp_table $(ARGS)
 
 # DVC's `plots show`/`plots diff` page loads Vega from a CDN and opens blank offline. This writes a page
 # template with the same Vega releases inlined (fetched once from the npm registry) and points DVC at

@@ -28,10 +28,10 @@ def test_committee_of_saved_predictions_equals_the_hand_computed_average(tmp_pat
         committee_probabilities(list(saved.values())),
         [[0.5, 0.4, 0.1], [0.1, 0.35, 0.55], [0.25, 0.25, 0.5], [0.3, 0.6, 0.1]],
     )
-    scores = committee_scores(saved, Y)
-    assert scores["members"]["a"]["accuracy"] == 0.5  # A says 0, 1, 2, 0
-    assert scores["members"]["b"]["accuracy"] == 0.75  # B says 1, 2, 2, 1
-    assert scores["committee"] == {"accuracy": 1.0, "macro_f1": 1.0}
+    scores = committee_scores(saved, Y)["ensemble"]  # DVC's columns: ensemble.test.accuracy, ...
+    assert scores["members"]["a"]["test"]["accuracy"] == 0.5  # A says 0, 1, 2, 0
+    assert scores["members"]["b"]["test"]["accuracy"] == 0.75  # B says 1, 2, 2, 1
+    assert scores["test"] == {"accuracy": 1.0, "macro_f1": 1.0}
 
 
 def test_members_must_predict_the_same_shape():
@@ -73,14 +73,16 @@ def test_evaluate_writes_each_member_and_the_committee(project):
     with contextlib.chdir(root):
         evaluate.main(tiny_params())
         alone = (root / "metrics" / "evaluate.json").read_text()
-        assert json.loads((root / "metrics" / "ensemble.json").read_text()) == {"enabled": False}
+        assert json.loads((root / "metrics" / "ensemble.json").read_text()) == {}, "no committee: no DVC column"
         evaluate.main(tiny_params({"evaluate": {"ensemble": ["m1.keras", "m2.keras"]}}))
         scores = json.loads((root / "metrics" / "ensemble.json").read_text())
         assert (root / "metrics" / "evaluate.json").read_text() == alone, "a committee must not change evaluate.json"
     for name, p in zip(("m1.keras", "m2.keras"), probs):
-        assert scores["members"][name]["accuracy"] == pytest.approx((p.argmax(1) == y).mean(), abs=1e-12)
+        assert scores["ensemble"]["members"][name]["test"]["accuracy"] == pytest.approx(
+            (p.argmax(1) == y).mean(), abs=1e-12
+        )
     by_hand = ((probs[0] + probs[1]) / 2).argmax(1)
-    assert scores["committee"]["accuracy"] == pytest.approx((by_hand == y).mean(), abs=1e-12)
+    assert scores["ensemble"]["test"]["accuracy"] == pytest.approx((by_hand == y).mean(), abs=1e-12)
 
 
 def test_a_member_prepared_otherwise_or_missing_is_refused(project):

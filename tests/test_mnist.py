@@ -68,7 +68,7 @@ def test_mnist_exp_run_end_to_end(mirror, tmp_path):
     for model in ("mnist_cnn", "dnn"):
         run = exp_run(repo, "data.source=mnist", f"data.mirror={mirror}", "data.verify=false", f"model.name={model}")
         assert "Running stage 'train'" in run.stdout, run.stdout
-        metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())
+        metrics = json.loads((repo / "metrics" / "evaluate.json").read_text())["test"]
         assert metrics["images"] == 200 and 0.0 <= metrics["accuracy"] <= 1.0
         assert (repo / "plots" / "evaluate" / "worst_errors.png").exists()
         assert json.loads((repo / "metrics" / "train" / "metrics.json").read_text())["parameters"] > 0

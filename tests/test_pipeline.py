@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.helpers import ROOT, copy_repo, exp_run, sh
+from trafficsigns.data.classes import GTSRB_CLASS_NAMES
 
 pytestmark = pytest.mark.slow
 
@@ -36,18 +37,21 @@ def test_tiny_pipeline_through_dvc(tiny_pipeline_repo, tmp_path):
     assert "Running stage" not in again.stdout, "nothing changed, yet a stage re-ran"
 
     metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
-    assert "metrics/evaluate.json" in json.dumps(metrics) and "accuracy" in json.dumps(metrics)
+    assert metrics[""]["data"]["metrics/evaluate.json"]["data"]["test"]["accuracy"] >= 0
+    # Switched off, ensemble and export give DVC no column (no flags-as-metrics).
+    for name in ("ensemble", "export"):
+        assert json.loads((repo / "metrics" / f"{name}.json").read_text()) == {}, name
 
     # A train.* change re-runs train and evaluate only.
-    assert json.loads((repo / "metrics" / "export.json").read_text()) == {"enabled": False}
 
     exp_run(repo, "train.epochs=1", "model.mnist_cnn.filters=4", "export.enabled=true", "train.tensorboard=true")
     assert any((repo / "logs" / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard logs"
     rows = list(csv.DictReader(io.StringIO(sh(repo, "dvc", "exp", "show", "--csv").stdout)))
-    assert any(row.get("model.mnist_cnn.filters") == "4" and row.get("accuracy") for row in rows), rows
-    exports = json.loads((repo / "metrics" / "export.json").read_text())
+    assert any(row.get("model.mnist_cnn.filters") == "4" and row.get("test.accuracy") for row in rows), rows
+    exports = json.loads((repo / "metrics" / "export.json").read_text())["export"]
     assert {"keras", "saved_model", "tflite_float32", "tflite_int8"} <= set(exports)
     assert exports["tflite_int8"]["bytes"] < exports["tflite_float32"]["bytes"]
+    assert_exp_view(repo)
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"]["learning_rate"] = 0.002
@@ -62,8 +66,77 @@ def test_tiny_pipeline_through_dvc(tiny_pipeline_repo, tmp_path):
     other_model = sh(repo, "dvc", "repro")
     assert "Running stage 'train'" not in other_model.stdout and "Running stage 'report'" in other_model.stdout
 
-    plots = sh(repo, "dvc", "plots", "show", "--json")
-    assert "confusion" in plots.stdout or "plots/evaluate/confusion.csv" in plots.stdout
+    plots = json.loads(sh(repo, "dvc", "plots", "show", "--json").stdout)["data"]
+    assert "Confusion matrix (test)" in plots and "Per-class test accuracy" in plots
+
+
+def assert_exp_view(repo):
+    """`make exp` at 120 columns: the headline metrics first, then the params that differ, no code hashes."""
+    make = ("make", "-s", "--no-print-directory", "-o", ".venv/.installed", "exp")
+    lines = sh(repo, "env", "COLUMNS=120", *make).stdout.splitlines()
+    assert max(len(line) for line in lines) <= 120, lines
+    rules = [i for i, line in enumerate(lines) if set(line.strip()) == {"─"}]
+    header = lines[rules[0] + 1 : rules[1]]
+    assert header[-1].split()[:5] == ["Experiment", "accuracy", "macro_f1", "accuracy", "seconds"], header
+    for part in ("test.", "best_val_", "train_", "filters", "epochs", "enabled", "tensorboard"):
+        assert part in "\n".join(header), (part, header)
+    assert "/" not in "".join(header) and "…" not in "".join(lines), lines
+    assert rules[2] - rules[1] - 1 == 3, lines  # workspace, the baseline and the experiment
+
+
+def test_plots_draw_each_curve_once_and_the_confusion_in_id_order(tiny_pipeline_repo):
+    """`dvc plots show` (what `dvc plots diff` draws per revision): each training curve in one chart, the
+    learning rate among them, no data figures, the confusion matrix's classes in id order with names."""
+    shown = json.loads(sh(tiny_pipeline_repo, "dvc", "plots", "show", "--json").stdout)["data"]
+    curves = {name.split("plots/metrics/")[1] for name in shown if name.endswith(".tsv")}
+    assert curves == {f"{split}/{m}.tsv" for split in ("train", "val") for m in ("accuracy", "loss")} | {
+        "learning_rate.tsv"
+    }
+    assert all(len(shown[name]) == 1 for name in shown), {name: len(charts) for name, charts in shown.items()}
+    others = {name: charts for name, charts in shown.items() if not name.endswith(".tsv")}
+    assert ".tsv" not in json.dumps(others), "a training curve is drawn twice"
+    assert not any(name.startswith(("plots/data", "plots/augment")) for name in shown), list(shown)
+    (confusion,) = shown["Confusion matrix (test)"]
+    values = confusion["content"]["data"]["values"]
+    assert confusion["content"]["spec"]["encoding"]["x"]["sort"] == "ascending"  # as text, by DVC's template
+    assert confusion["content"]["spec"]["width"] == {"step": 14}, "43 classes in DVC's 300 px overlap"
+    ids = [int(label.split(" ", 1)[0]) for label in sorted({v["actual"] for v in values})]
+    assert ids == sorted(ids) and max(ids) >= 10, ids  # as text, "10" would come before "2"
+    assert values[0]["actual"].split(" ", 1)[1] in GTSRB_CLASS_NAMES
+
+
+# Through DVC's Python API in a child process: in-process DVC swaps the logging streams that pytest captures.
+SHOW_ARTIFACT = """
+import json, dvc.api, dvc.repo
+declared = dvc.repo.Repo().artifacts.read()["dvc.yaml"]["traffic-sign-classifier"].to_dict()
+print(json.dumps({"declared": declared, "shown": dvc.api.artifacts_show("traffic-sign-classifier")}))
+"""
+
+
+def test_model_is_a_registry_artifact(tiny_pipeline_repo, tmp_path):
+    """dvc.yaml's `artifacts:` entry, with a version registered as model registries do (a GTO git tag):
+    DVC's API finds it and `dvc artifacts get` fetches the model."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_pipeline_repo, repo, symlinks=True)
+    sh(
+        repo,
+        "git",
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "tag",
+        "-a",
+        "traffic-sign-classifier@v1.0.0",
+        "-m",
+        "v1",
+    )
+    found = json.loads(sh(repo, sys.executable, "-c", SHOW_ARTIFACT).stdout)
+    assert found["declared"]["type"] == "model" and found["declared"]["desc"] and found["declared"]["labels"], found
+    head = sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
+    assert found["shown"] == {"rev": head, "path": "models/best.keras"}, found
+    sh(tmp_path, "dvc", "artifacts", "get", str(repo), "traffic-sign-classifier", "-o", "model.keras")
+    assert (tmp_path / "model.keras").read_bytes() == (repo / "models" / "best.keras").read_bytes()
 
 
 def test_typo_in_params_fails_with_one_clear_line(tmp_path):

@@ -33,11 +33,13 @@ def report(request, tiny_dataset, tmp_path_factory):
         (root / "metrics" / "ensemble.json").write_text(
             json.dumps(
                 {
-                    "members": {
-                        "a.keras": {"accuracy": 0.5, "macro_f1": 0.4},
-                        "b.keras": {"accuracy": 0.6, "macro_f1": 0.5},
-                    },
-                    "committee": {"accuracy": 0.7, "macro_f1": 0.6},
+                    "ensemble": {
+                        "test": {"accuracy": 0.7, "macro_f1": 0.6},
+                        "members": {
+                            "a.keras": {"test": {"accuracy": 0.5, "macro_f1": 0.4}},
+                            "b.keras": {"test": {"accuracy": 0.6, "macro_f1": 0.5}},
+                        },
+                    }
                 }
             )
         )

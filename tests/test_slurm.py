@@ -236,7 +236,7 @@ def test_grid_on_slurm_every_good_row_comes_back_a_broken_one_is_reported(slurm,
     names = {record["rows"][str(r)] for r in GOOD}
     assert names <= set(found), found.keys()
     assert {found[n].params["model.name"] for n in names} == {"mnist_cnn", "dnn"}
-    assert all(0 <= found[n].metrics["metrics/evaluate.json"]["accuracy"] <= 1 for n in names)
+    assert all(0 <= found[n].metrics["metrics/evaluate.json"]["test"]["accuracy"] <= 1 for n in names)
     name = sorted(names)[0]
     if dvc_remote is None:  # the default shared cache is the repo's own; this one is elsewhere
         _in(repo, slurm, "dvc", "cache", "dir", "--local", str(tmp_path / "shared-cache"))

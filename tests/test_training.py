@@ -9,6 +9,7 @@ import pytest
 
 from tests.helpers import NO_AUGMENT, TINY_PARAMS, make_params, make_project, native_bf16, run_stages, tiny_params
 from trafficsigns.core.config import ModelParams, TrainParams
+from trafficsigns.core.paths import step_logs
 from trafficsigns.modeling.models import ARCHITECTURES, build_model
 
 
@@ -79,7 +80,7 @@ def test_filters_and_dense_scale_the_model():
 
 def run_train_and_evaluate(project, dataset, params):
     run_stages(make_project(project, prepared=dataset), params, "augment", "train", "evaluate")
-    return json.loads((project / "metrics" / "evaluate.json").read_text())
+    return json.loads((project / "metrics" / "evaluate.json").read_text())["test"]
 
 
 def test_train_and_evaluate_are_deterministic_and_complete(tiny_dataset, tmp_path):
@@ -104,7 +105,13 @@ def test_train_and_evaluate_are_deterministic_and_complete(tiny_dataset, tmp_pat
     assert {"train_seconds", "epoch_seconds", "images_per_second"} <= set(timings)
     assert [len(timings["per_epoch"][k]) for k in ("epoch_seconds", "images_per_second")] == [epochs, epochs]
     assert not {"train_seconds", "epoch_seconds", "images_per_second"} & set(live)
-    assert sorted(p.name for p in curves.rglob("*.tsv")) == ["accuracy.tsv", "accuracy.tsv", "loss.tsv", "loss.tsv"]
+    assert sorted(p.relative_to(curves).as_posix() for p in curves.rglob("*.tsv")) == [
+        "learning_rate.tsv",
+        "train/accuracy.tsv",
+        "train/loss.tsv",
+        "val/accuracy.tsv",
+        "val/loss.tsv",
+    ]
     for name in ("models/best.keras", "models/last.keras", "metrics/train/metrics.json", "metrics/evaluate.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert (project / "models" / "last.keras").exists()
@@ -159,6 +166,13 @@ def test_training_options_train(tiny_dataset, tmp_path, options):
     assert summary["epochs_done"] == TINY_PARAMS["train"]["epochs"]
     assert 0 <= summary["best_val_accuracy"] <= 1
     assert keras.config.dtype_policy().name == "float32", "mixed precision must not leak into later models"
+    rows = (step_logs(tmp_path / "live") / "learning_rate.tsv").read_text().splitlines()[1:]
+    rates = [float(row.split("\t")[1]) for row in rows]
+    rate = tiny_params({"train": options}).train.learning_rate
+    # the rate each epoch starts with: cosine is halfway down at the second of two epochs
+    assert rates == pytest.approx(
+        [rate, rate / 2] if options.get("lr_schedule") == "cosine" else [rate, rate], rel=1e-5
+    )
 
 
 def test_jit_compile_really_compiles(tiny_dataset, tmp_path):

@@ -35,17 +35,15 @@ def committee_probabilities(member_probs: list[np.ndarray]) -> np.ndarray:
 
 
 def committee_scores(member_probs: dict[str, np.ndarray], y: np.ndarray) -> dict:
-    """Each member's and the committee's test accuracy and macro-F1, for metrics/ensemble.json."""
+    """metrics/ensemble.json: the committee's and each member's test accuracy and macro-F1, numbers only,
+    nested so that DVC's columns read ensemble.test.accuracy, ensemble.members.<member>.test.accuracy."""
 
     def score(probs):
         headline, _ = classification_metrics(probs, y)
-        return {"accuracy": headline["accuracy"], "macro_f1": headline["macro_f1"]}
+        return {"test": {"accuracy": headline["accuracy"], "macro_f1": headline["macro_f1"]}}
 
-    return {
-        "enabled": True,
-        "members": {name: score(p) for name, p in member_probs.items()},
-        "committee": score(committee_probabilities(list(member_probs.values()))),
-    }
+    committee = score(committee_probabilities(list(member_probs.values())))
+    return {"ensemble": {**committee, "members": {name: score(p) for name, p in member_probs.items()}}}
 
 
 def member_path(spec: str, workdir: Path) -> Path:
@@ -90,9 +88,9 @@ def member_probabilities(specs: tuple[str, ...], ds: Dataset, batch_size: int) -
 
 
 def ensemble_metrics(specs: tuple[str, ...], ds: Dataset, batch_size: int) -> dict:
-    """metrics/ensemble.json: `{"enabled": false}` without members (DVC wants the file either way)."""
+    """metrics/ensemble.json: `{}` without members (DVC wants the file either way; no column then)."""
     if not specs:
-        return {"enabled": False}
+        return {}
     scores = committee_scores(member_probabilities(specs, ds, batch_size), ds.y["test"])
-    log.info("committee of %d: test accuracy %.4f", len(specs), scores["committee"]["accuracy"])
+    log.info("committee of %d: test accuracy %.4f", len(specs), scores["ensemble"]["test"]["accuracy"])
     return scores

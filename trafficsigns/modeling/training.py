@@ -141,6 +141,18 @@ class EpochLogger(keras.callbacks.Callback):
         self.live.next_step()
 
 
+class LearningRateLogger(keras.callbacks.Callback):
+    """Logs to dvclive the learning rate each epoch starts with (cosine schedule, plateau halvings), a curve
+    of its own in `dvc plots`, at the step EpochLogger then closes."""
+
+    def __init__(self, live: Live):
+        super().__init__()
+        self.live = live
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.live.log_metric("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
 class Checkpoints(keras.callbacks.Callback):
     """Keeps the model of the best val accuracy and the last one, each written atomically.
 
@@ -326,7 +338,7 @@ def _callbacks(
     params: TrainParams, checkpoints: Checkpoints, logger: EpochLogger, progress: Progress, tensorboard_dir: Path
 ) -> list[keras.callbacks.Callback]:
     # Checkpoints first: an epoch is logged only once its model is safely on disk.
-    callbacks = [checkpoints, logger, progress]
+    callbacks = [checkpoints, LearningRateLogger(logger.live), logger, progress]
     if params.lr_schedule == "plateau":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(

@@ -13,6 +13,17 @@ import numpy as np  # noqa: E402
 from trafficsigns.core.fsutil import atomic_path  # noqa: E402
 
 
+def class_label(class_id: int, name: str) -> str:
+    """ "07 Speed limit (100km/h)", a class in DVC's charts: they sort labels as text, so the zero-padded id
+    keeps the classes in id order, and the name says which sign it is."""
+    return f"{class_id:02d} {name}"
+
+
+def class_id(label: str) -> int:
+    """The id back from a class_label."""
+    return int(label.split(" ", 1)[0])
+
+
 def save(fig, path: Path) -> None:
     """PNG without matplotlib's `Software` text chunk (its version): the same figure, the same bytes."""
     with atomic_path(path, suffix=".png") as tmp:

@@ -43,6 +43,7 @@ from trafficsigns.core.paths import (
 )
 from trafficsigns.data.h5store import expected_meta, read_summary
 from trafficsigns.explain import demystify
+from trafficsigns.reporting import plots
 from trafficsigns.reporting.document import Code, Figure, Section, Table, Text, write_document
 from trafficsigns.reporting.runs import (
     HEADLINE,
@@ -278,7 +279,9 @@ def evaluation_section(class_names: list[str]) -> Section:
     if CONFUSION_CSV.exists():
         with open(CONFUSION_CSV, newline="") as f:
             pairs = Counter(
-                (int(r["actual"]), int(r["predicted"])) for r in csv.DictReader(f) if r["actual"] != r["predicted"]
+                (plots.class_id(r["actual"]), plots.class_id(r["predicted"]))
+                for r in csv.DictReader(f)
+                if r["actual"] != r["predicted"]
             )
         if pairs:
             blocks.append(
@@ -337,14 +340,18 @@ def network_sections(params: Params, work: Path) -> list[Section]:
 
 def ensemble_sections() -> list[Section]:
     scores = read_json(ENSEMBLE_METRICS) if ENSEMBLE_METRICS.exists() else {}
-    if "committee" not in scores:  # `{}`: evaluate.ensemble is off
+    if "ensemble" not in scores:  # `{}`: evaluate.ensemble is off
         return []
-    rows = [[name, number(s["accuracy"], True), number(s["macro_f1"], True)] for name, s in scores["members"].items()]
+    scores = scores["ensemble"]
+    rows = [
+        [name, number(s["test"]["accuracy"], True), number(s["test"]["macro_f1"], True)]
+        for name, s in scores["members"].items()
+    ]
     rows.append(
         [
             f"committee of {len(rows)}",
-            number(scores["committee"]["accuracy"], True),
-            number(scores["committee"]["macro_f1"], True),
+            number(scores["test"]["accuracy"], True),
+            number(scores["test"]["macro_f1"], True),
         ]
     )
     return [

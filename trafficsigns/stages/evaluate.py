@@ -1,6 +1,8 @@
 """DVC stage `evaluate`: the best model on the held-out test set -> metrics/evaluate.json, plots/evaluate/;
 with `evaluate.ensemble`, a committee of models -> metrics/ensemble.json."""
 
+import csv
+import io
 import json
 
 import numpy as np
@@ -24,8 +26,10 @@ from trafficsigns.modeling.metrics import classification_metrics, per_class_accu
 from trafficsigns.reporting import plots
 
 
-def csv_text(header: str, rows) -> str:
-    return "\n".join([header, *(",".join(str(v) for v in row) for row in rows)]) + "\n"
+def csv_text(header: tuple[str, ...], rows) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([header, *rows])
+    return out.getvalue()
 
 
 def check_model_fits(model_path, meta: dict, class_names: list[str]) -> None:
@@ -54,18 +58,19 @@ def main(params: Params) -> None:
     probs = load_model(BEST_MODEL).predict(x, batch_size=params.evaluate.batch_size, verbose=0)
     headline, confusion = classification_metrics(probs, y)
     per_class = per_class_accuracy(confusion)
+    # Nested under "test", so `dvc exp show` and `dvc metrics diff` name them test.accuracy, test.macro_f1...
     write_text(EVALUATE_METRICS, json.dumps({"test": headline}, indent=2) + "\n")
+    labels = [plots.class_label(i, n) for i, n in enumerate(ds.class_names)]
     # One row per test image: DVC's `confusion` template counts them into the matrix.
-    write_text(CONFUSION_CSV, csv_text("actual,predicted", zip(y, probs.argmax(axis=1))))
+    write_text(
+        CONFUSION_CSV,
+        csv_text(("actual", "predicted"), ((labels[a], labels[p]) for a, p in zip(y, probs.argmax(axis=1)))),
+    )
     write_text(
         PER_CLASS_CSV,
         csv_text(
-            "class,accuracy",
-            (
-                (f"{i:02d} {n}", round(float(a), 6))
-                for i, (n, a) in enumerate(zip(ds.class_names, per_class))
-                if not np.isnan(a)
-            ),
+            ("class", "accuracy"),
+            ((labels[i], round(float(a), 6)) for i, a in enumerate(per_class) if not np.isnan(a)),
         ),
     )
     plots.per_class_bars(per_class, ds.class_names, PER_CLASS_FIGURE)
