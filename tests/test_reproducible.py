@@ -11,17 +11,11 @@ import subprocess
 import pytest
 import yaml
 
+from tests.helpers import lock
 from tests.test_pipeline import TINY, copy_repo, sh
 from trafficsigns.core.paths import TRAIN_TIMINGS
 
 pytestmark = pytest.mark.slow
-
-
-def lock(repo, without_timings: bool = False) -> dict:
-    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    if without_timings:
-        stages["train"]["outs"] = [out for out in stages["train"]["outs"] if out["path"] != str(TRAIN_TIMINGS)]
-    return stages
 
 
 def set_train(repo, **values) -> None:

@@ -250,6 +250,14 @@ def test_mixed_precision_uses_bfloat16_only_on_cpus_with_it(flags, policy, caplo
     assert precision_policy(train_params(mixed_precision=False), cpuinfo) == "float32"
 
 
+def test_cpu_kind_names_the_model_and_the_instruction_sets_kernels_are_picked_by():
+    from trafficsigns.core.host import cpu_kind
+
+    zen4 = CPUINFO.format(vendor="AuthenticAMD", flags="avx512f avx512_bf16") + "model name\t: AMD EPYC 9R14\n"
+    assert cpu_kind(zen4) == "AMD EPYC 9R14 (avx2 avx512f avx512_bf16)"
+    assert cpu_kind("") == "unknown CPU (no x86 vector flags)"  # ARM, or no /proc
+
+
 def test_mixed_precision_on_this_host_follows_its_cpu_flags(tiny_dataset):
     from trafficsigns.data.h5store import read_dataset
     from trafficsigns.modeling.training import _new_model

@@ -28,6 +28,7 @@ from tensorflow.python.framework import config as tf_config  # disable_op_determ
 from trafficsigns.core.config import AugmentParams, ModelParams, TrainParams
 from trafficsigns.core.errors import PipelineError
 from trafficsigns.core.fsutil import atomic_path, is_disk_full, write_text
+from trafficsigns.core.host import cpu_flags, cpu_kind
 from trafficsigns.core.paths import step_logs
 from trafficsigns.data.h5store import Dataset
 from trafficsigns.modeling.models import build_model, load_model, read_model_metadata, save_model
@@ -286,12 +287,7 @@ def precision_policy(params: TrainParams, cpuinfo: str | None = None) -> str:
         return "float32"
     if tf.config.list_physical_devices("GPU"):
         return "mixed_float16"
-    if cpuinfo is None:
-        cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = {
-        flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()
-    }
-    if flags & NATIVE_BF16_FLAGS:
+    if cpu_flags(cpuinfo) & NATIVE_BF16_FLAGS:
         return "mixed_bfloat16"
     log.warning("train.mixed_precision: this CPU has no native bfloat16 (avx512_bf16 or amx_bf16); training in float32")
     return "float32"
@@ -457,7 +453,7 @@ def publish(state: TrainState, best: Path, last: Path, live_dir: Path, timings: 
     """Copy the checkpoints and dvclive's log to the stage's outputs, the wall-clock figures apart.
 
     `live_dir` gets dvclive's `metrics.json` and step logs less every timing; `timings` gets them all:
-    the run's training seconds, the last epoch's seconds and images/s, and both per epoch.
+    the run's training seconds, the last epoch's seconds and images/s, both per epoch, and the host.
     """
     for source, target in ((state.best, best), (state.last, last)):
         with atomic_path(target, suffix=target.suffix) as tmp:
@@ -480,4 +476,6 @@ def publish(state: TrainState, best: Path, last: Path, live_dir: Path, timings: 
             (step_logs(tmp) / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(tsv, step_logs(tmp) / relative)
     figures["per_epoch"] = per_epoch
+    # Where the figures were measured; also which CPU kind the float results are bit-identical on.
+    figures["host"] = {"cpu": cpu_kind(), "cores": os.cpu_count()}
     write_text(timings, json.dumps(figures, indent=4) + "\n")
