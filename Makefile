@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test test-fast lint bench bench-gpu bench-tta grid compare exp plots-offline clean-venv
+.PHONY: repro test test-fast lint bench bench-gpu bench-tta grid compare baseline exp plots-offline clean-venv
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
@@ -62,6 +62,10 @@ grid: $(VENV)/.installed
 .PHONY: cluster-grid
 cluster-grid: $(VENV)/.installed
 	python -m trafficsigns grid --slurm $(SLURM)
+
+# What reports compare with (reports/baseline.json): the workspace's results, or make baseline EXP=<name>.
+baseline: $(VENV)/.installed
+	trafficsigns baseline $(EXP)
 
 # One table over all experiments: reports/compare.html (self-contained) and reports/compare.md.
 compare: $(VENV)/.installed

@@ -144,59 +144,66 @@ def _commit(path, message: str, params: dict | None = None, metrics: dict | None
 
 
 def _provenance(path, params):
-    from trafficsigns.reporting.report import find_baseline, provenance_section
+    from trafficsigns.reporting.baseline import read_baseline
+    from trafficsigns.reporting.report import provenance_section
 
     for name in ("data/prepared/dataset.h5", "models/best.keras"):
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_bytes(name.encode())
-    current = json.loads((path / "metrics" / "evaluate.json").read_text())["test"]
     with contextlib.chdir(path):
-        baseline = find_baseline(current)
+        baseline = read_baseline()
         return baseline, provenance_section(params, baseline)
 
 
-def test_the_baseline_is_head_then_the_commit_before_the_results_were_recorded(tmp_path):
-    """Inside `dvc exp run` HEAD is the baseline; once the run is committed (or a clone re-creates it) HEAD holds
-    its metrics, and the baseline is the commit before: the same page either way, naming no commit."""
+def test_the_baseline_is_a_recorded_file_so_the_page_depends_on_its_inputs_only(tmp_path):
+    """`trafficsigns baseline [NAME]` records a run's test metrics and params in reports/baseline.json, an input
+    of the report stage: the page compares with it whatever git history the clone has."""
+    from trafficsigns.reporting.baseline import record
     from trafficsigns.reporting.report import answer_section
 
     first = _commit(tmp_path, "baseline", {}, {"accuracy": 0.8, "loss": 0.9})
-    (tmp_path / "README.md").write_text("a commit that changes no result\n")
-    _commit(tmp_path, "docs only")
     (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps({"test": {"accuracy": 0.85, "loss": 0.7}}))
     params = make_params({"train": {"epochs": 7}, "model": {"v1": {"filters": 48}}})
     write_params(tmp_path, {"train": {"epochs": 7}, "model": {"v1": {"filters": 48}}})
-    before, section = _provenance(tmp_path, params)
-    assert before.rev == "HEAD" and before.metrics == {"accuracy": 0.8, "loss": 0.9}
+    with contextlib.chdir(tmp_path):
+        record(first[:10])
+    baseline, section = _provenance(tmp_path, params)
+    assert baseline.name == f"{first[:10]} ({first[:7]})" and baseline.metrics == {"accuracy": 0.8, "loss": 0.9}
     table = section.blocks[1]
     assert table.header == ["parameter that differs", "this run", "baseline"]
     assert table.rows == [["`model.v1.filters`", "48", "96"], ["`train.epochs`", "7", "5"]]
-
-    _commit(tmp_path, "the run's results")
-    after, again = _provenance(tmp_path, params)
-    assert after.metrics == before.metrics and after.params == before.params and again == section
-    current = {"accuracy": 0.85, "loss": 0.7}
-    answer = answer_section(params, current, {}, after)
-    assert answer == answer_section(params, current, {}, before)
+    answer = answer_section(params, {"accuracy": 0.85, "loss": 0.7}, {}, baseline)
     assert answer.blocks[0].rows[0] == ["test accuracy", "85.00%", "80.00%", "+5.00 pp"]
     assert answer.blocks[0].rows[3] == ["loss", "0.7000", "0.9000", "-0.2000"]
-    assert first[:7] not in str(section) + str(answer)
+
+    # The same file in a history-less copy (a fresh `git init`, as a CI checkout may be): the same page.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("params.yaml", "metrics/evaluate.json", "reports/baseline.json"):
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / name, copy / name)
+    _commit(copy, "no history")
+    assert _provenance(copy, params) == (baseline, section)
+
+    # The workspace's own results, as main records them after `dvc repro`.
+    with contextlib.chdir(tmp_path):
+        assert record(None)["test"] == {"accuracy": 0.85, "loss": 0.7}
 
 
-def test_without_git_or_an_earlier_commit_there_is_no_baseline(tmp_path):
-    (tmp_path / "metrics").mkdir()
-    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps({"test": {"accuracy": 0.8}}))
+def test_a_missing_baseline_is_said_and_an_unknown_name_refused(tmp_path):
+    from trafficsigns.core.errors import PipelineError
+    from trafficsigns.reporting.baseline import record
+
     baseline, section = _provenance(tmp_path, make_params())
-    assert baseline.rev is None and baseline.why.startswith("git: ")
+    assert baseline.name is None and "`trafficsigns baseline` records one" in baseline.why
     assert len(section.blocks) == 2, "no params table without a baseline"
-
-    _commit(tmp_path, "first results", {}, {"accuracy": 0.8})
-    baseline, _ = _provenance(tmp_path, make_params())
-    assert baseline.rev is None and baseline.why == "no commit before the one that recorded these test metrics"
+    _commit(tmp_path, "results", {}, {"accuracy": 0.8})
+    with contextlib.chdir(tmp_path), pytest.raises(PipelineError, match="'nope' is no commit, branch, tag or"):
+        record("nope")
 
 
 def test_the_answer_leads_with_every_rate_as_a_percentage(report):
-    """No git here, so no baseline: its cells are dashes, never Python's None or nan."""
+    """No reports/baseline.json here, so no baseline: its cells are dashes, never Python's None or nan."""
     root, _ = report
     test = json.loads((root / "metrics" / "evaluate.json").read_text())["test"]
     markdown = (root / "reports" / "report.md").read_text()
@@ -205,7 +212,10 @@ def test_the_answer_leads_with_every_rate_as_a_percentage(report):
     assert f"| test accuracy | **{test['accuracy']:.2%}** | — | — |" in answer
     assert f"| macro-F1 | {test['macro_f1']:.2%} | — | — |" in answer
     assert f"| loss | {test['loss']:.4f} | — | — |" in answer
-    assert f"{test['images']:,} test images" in answer and "No baseline to compare with (git: " in answer
+    assert (
+        f"{test['images']:,} test images" in answer
+        and "No baseline to compare with (no `reports/baseline.json`" in answer
+    )
     assert not re.search(r"\bNone\b|\bnan\b|\bFalse\b", markdown)
 
 

@@ -1,5 +1,5 @@
 """`trafficsigns COMMAND` (the console script; `python -m trafficsigns COMMAND` is the same): the tools around
-the pipeline (predict, demystify, grid, compare).
+the pipeline (predict, demystify, grid, compare, baseline).
 
 A tool is a module with `add_arguments(parser)` and `run(args) -> exit status`, registered in TOOLS by
 name and imported only when the parser is built, so a stage never imports a tool.
@@ -73,6 +73,7 @@ TOOLS = {
     "demystify": ("trafficsigns.explain.demystify", "figures that open the box: convolution, ReLU, pooling, SGD"),
     "grid": ("trafficsigns.experiments.grid", "queue every combination in grid.yaml as a DVC experiment"),
     "compare": ("trafficsigns.experiments.compare", "one table over all experiments: reports/compare.html and .md"),
+    "baseline": ("trafficsigns.reporting.baseline", "set what reports compare with: reports/baseline.json"),
 }
 
 

@@ -28,6 +28,9 @@ DEMYSTIFY_PLOTS = Path("plots/demystify")
 REPORT_HTML = Path("reports/report.html")
 REPORT_MD = Path("reports/report.md")
 REPORT_IMAGES = Path("reports/images")  # the Markdown report's figures; the HTML embeds them
+REPORT_BASELINE = Path(
+    "reports/baseline.json"
+)  # what the report compares with: an input, set by `trafficsigns baseline`
 COMPARE_HTML = Path("reports/compare.html")  # not a stage: `python -m trafficsigns compare`
 COMPARE_MD = Path("reports/compare.md")
 COMPARE_IMAGES = Path("reports/compare")

@@ -14,7 +14,6 @@ import json
 import logging
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -34,6 +33,7 @@ from trafficsigns.core.paths import (
     IMAGE_SIZES,
     PER_CLASS_CSV,
     PER_CLASS_FIGURE,
+    REPORT_BASELINE,
     REPORT_HTML,
     REPORT_IMAGES,
     REPORT_MD,
@@ -44,16 +44,14 @@ from trafficsigns.core.paths import (
 from trafficsigns.data.h5store import expected_meta, read_summary
 from trafficsigns.explain import demystify
 from trafficsigns.reporting import plots
+from trafficsigns.reporting.baseline import Baseline, read_baseline
 from trafficsigns.reporting.document import Code, Figure, Section, Table, Text, write_document
 from trafficsigns.reporting.runs import (
     HEADLINE,
-    GitError,
     change,
-    committed,
     curve_file,
     curves_figure,
     flatten,
-    git,
     number,
     param_text,
     read_curve,
@@ -84,7 +82,7 @@ def write_report(
     evaluation = test_metrics(read_json(EVALUATE_METRICS))
     training = read_json(TRAIN_SUMMARY)
     counts, class_names, meta = read_summary(DATASET)  # the sizes and names only: the images stay on disk
-    baseline = find_baseline(evaluation)
+    baseline = read_baseline()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         sections = [
@@ -106,52 +104,6 @@ def write_report(
     log.info("wrote %s and %s (%d figures in %s)", html_path, md_path, len(list(images_dir.iterdir())), images_dir)
 
 
-# One wording whichever commit find_baseline picks: the page must not change when its run is committed.
-BASELINE = "the commit this run started from (git HEAD until its results are committed; in `dvc exp run`, its baseline)"
-
-
-@dataclass
-class Baseline:
-    """What this run is measured against: a git revision and what it committed, or why there is none."""
-
-    rev: str | None
-    why: str = ""
-    metrics: dict = field(default_factory=dict)  # its test metrics ({} if it committed none)
-    params: dict = field(default_factory=dict)  # its params.yaml, flattened
-
-
-def committed_test_metrics(rev: str) -> dict:
-    try:
-        return test_metrics(json.loads(committed(rev, EVALUATE_METRICS)))
-    except (GitError, json.JSONDecodeError):  # no metrics committed there (a first run), or not JSON
-        return {}
-
-
-def find_baseline(current: dict) -> Baseline:
-    """git HEAD (inside `dvc exp run`, and in a queued run's workspace: the experiment's baseline commit),
-    unless HEAD already holds these very test metrics: then the commit before they were recorded.
-
-    So the page is the same bytes before and after its run is committed, and when a fresh clone re-creates
-    it (issue #13: DVC hashes it). No commit is named, for the same reason: a new commit with the same
-    metrics and params.yaml is the same baseline, and DVC's run-cache may restore this page at another.
-    """
-    rev = "HEAD"
-    try:
-        if current and committed_test_metrics(rev) == current:
-            recorded = git("log", "-1", "--first-parent", "--format=%H", rev, "--", EVALUATE_METRICS.as_posix())
-            if not git("log", "-1", "--format=%P", recorded):
-                return Baseline(None, "no commit before the one that recorded these test metrics")
-            rev = f"{recorded}^"
-        flat = yaml.safe_load(committed(rev, Path("params.yaml")))
-    except GitError as exc:  # not a git repo, no commit yet, no params.yaml there
-        return Baseline(None, f"git: {exc}")
-    except yaml.YAMLError as exc:
-        return Baseline(None, f"its params.yaml is not YAML: {exc}")
-    if not isinstance(flat, dict):
-        return Baseline(None, "its params.yaml is not a mapping")
-    return Baseline(rev, metrics=committed_test_metrics(rev), params=flatten(flat))
-
-
 def answer_section(params: Params, evaluation: dict, training: dict, baseline: Baseline) -> Section:
     from trafficsigns.modeling.models import describe  # imported here: TensorFlow, which `compare` does without
 
@@ -160,12 +112,13 @@ def answer_section(params: Params, evaluation: dict, training: dict, baseline: B
         + [change(evaluation.get(key), baseline.metrics.get(key), rate)]
         for key, label, rate in HEADLINE
     ]
-    if baseline.rev is None:
+    if baseline.name is None:
         against = f"No baseline to compare with ({baseline.why})."
-    elif not baseline.metrics:
-        against = f"The baseline, {BASELINE}, holds no test metrics to compare with."
     else:
-        against = f"Baseline: {BASELINE}; change in percentage points (pp) for rates."
+        against = (
+            f"Baseline: {baseline.name}, as `{REPORT_BASELINE}` records it (`trafficsigns baseline` sets it); "
+            "change in percentage points (pp) for rates."
+        )
     return Section(
         "Test results",
         [
@@ -193,7 +146,7 @@ def provenance_section(params: Params, baseline: Baseline) -> Section:
             [[f"`{DATASET}` (the prepared data)", md5(DATASET)], [f"`{BEST_MODEL}`", model_md5]],
         )
     ]
-    if baseline.rev is not None:
+    if baseline.name is not None:
         values = flatten(params.model_dump(mode="json"))
         keys = [*values, *(k for k in baseline.params if k not in values)]
         changed = [
