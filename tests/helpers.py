@@ -18,7 +18,6 @@ from pathlib import Path
 import yaml
 
 from trafficsigns.core.config import Params, parse_params
-from trafficsigns.core.paths import TRAIN_TIMINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_PARAMS = ROOT / "params.yaml"
@@ -142,9 +141,6 @@ def native_bf16() -> bool:
     return bool(info.exists() and {"avx512_bf16", "amx_bf16"} & set(info.read_text().split()))
 
 
-def lock(repo: Path, without_timings: bool = False) -> dict:
-    """dvc.lock's stages; without_timings: less train's wall-clock file, the one output that differs per run."""
-    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    if without_timings:
-        stages["train"]["outs"] = [out for out in stages["train"]["outs"] if out["path"] != str(TRAIN_TIMINGS)]
-    return stages
+def lock(repo: Path) -> dict:
+    """dvc.lock's stages."""
+    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"]

@@ -168,7 +168,7 @@ def test_default_pipeline_reproduces_committed_results(tmp_path):
     """CI re-runs the committed default pipeline from scratch and must get the committed results.
 
     On a CPU of the kind that made them (recorded in metrics/timings.json): every hash of `dvc.lock` (the
-    timings aside) and every metric to 1e-6 (JSON float formatting). CPU runs are bit-identical per CPU
+    timings are no output) and every metric to 1e-6 (JSON float formatting). CPU runs are bit-identical per CPU
     kind (seeded, op determinism, oneDNN pinned), but oneDNN picks its float kernels by instruction set,
     and other kernels round differently: on another kind the data stages must still be the same bytes,
     and the metrics agree to 2 points (the AMD EPYC / Intel Xeon gap measured on this pipeline: 0.3).
@@ -177,7 +177,7 @@ def test_default_pipeline_reproduces_committed_results(tmp_path):
     sh(repo, "dvc", "repro", "--force")
     made_on = json.loads((ROOT / TRAIN_TIMINGS).read_text())["host"]["cpu"]
     same_kind = made_on == cpu_kind()
-    got_lock, committed_lock = lock(repo, without_timings=True), lock(ROOT, without_timings=True)
+    got_lock, committed_lock = lock(repo), lock(ROOT)
     if same_kind:
         assert got_lock == committed_lock
     else:
