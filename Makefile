@@ -22,8 +22,8 @@ repro: $(VENV)/.installed
 	dvc repro
 
 # Two or more test processes (pytest-xdist): the suite waits on servers and subprocesses a good part of
-# the time, so a second process fills the idle core; tests/conftest.py keeps the server tests on one of them.
-PYTEST_PROCS := -n auto --maxprocesses 4 --dist loadgroup
+# the time, so a second process fills the idle core. Each process starts its own servers (free ports).
+PYTEST_PROCS := -n auto --maxprocesses 4
 
 test: $(VENV)/.installed-test
 	python -m pytest $(PYTEST_PROCS)

@@ -18,9 +18,10 @@ DVC_REMOTE=${DVC_REMOTE:-}
 I=$SLURM_ARRAY_TASK_ID
 STATUS=$(dirname "$TASKS")/$MODE-$I.status
 NAME=grid-${SLURM_ARRAY_JOB_ID}-$I
-CLONE=${SLURM_TMPDIR:-${TMPDIR:-/tmp}}/trafficsigns-$MODE-${SLURM_ARRAY_JOB_ID}-$I
 START=$(date +%s)
 echo "start $START" > "$STATUS"  # then "<exit status> <end> <start>", seconds since the epoch
+# A fresh folder of its own: job ids repeat across clusters (and users) sharing a node's scratch.
+CLONE=$(mktemp -d "${SLURM_TMPDIR:-${TMPDIR:-/tmp}}/trafficsigns-$MODE-${SLURM_ARRAY_JOB_ID}-$I.XXXXXX")
 trap 'rc=$?; echo "$rc $(date +%s) $START" > "$STATUS"; cd / && rm -rf "$CLONE"' EXIT
 
 # module load python/3.11 cuda/12      # site-specific

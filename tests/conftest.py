@@ -13,17 +13,6 @@ from tests import servers
 from tests.helpers import make_project, run_stages, tiny_params
 from trafficsigns.data.synthetic import write_synthetic_gtsrb
 
-# Fixtures that start something costly once per test process (a reference `dvc repro`, an S3 server, sshd) or
-# a daemon that would clash with a second copy (Slurm). Under pytest-xdist (`make test` runs 2 processes) the
-# tests that use them form one group on one worker, so each starts once, while the other tests share out.
-SHARED_ONCE = {"tiny_pipeline_repo", "s3_server", "ssh_server", "s3_remote", "slurm"}
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if SHARED_ONCE.intersection(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("shared-servers"))
-
 
 @pytest.fixture(scope="session")
 def tiny_raw_master(tmp_path_factory) -> Path:
