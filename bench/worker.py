@@ -6,6 +6,7 @@ Prints one JSON line: images/s and the process's peak resident memory (MiB), eve
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -22,7 +23,7 @@ from trafficsigns.core.config import ModelParams, TrainParams, load_params, pars
 from trafficsigns.data.classes import NUM_GTSRB_CLASSES
 from trafficsigns.data.h5store import read_dataset
 from trafficsigns.modeling.models import build_model
-from trafficsigns.modeling.training import _new_model, _targets, as_batches, make_deterministic, online_augmenter
+from trafficsigns.modeling.training import _new_model, fit_batches, make_deterministic
 
 # The committed params.yaml's settings (train.*, evaluate.batch_size, each model's widths): what `dvc repro` runs.
 PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
@@ -51,7 +52,8 @@ def model_params(name: str) -> ModelParams:
     return PARAMS.model.model_copy(update={"name": name})
 
 
-# train.* options timed after the default, in the same process: jit_compile last, as it turns op determinism off
+# train.* switches timed flipped after the default, in the same process: jit_compile last, as it turns op
+# determinism off
 OPTIONS = ("mixed_precision", "jit_compile")
 
 
@@ -60,9 +62,10 @@ def _fit_ours(ds, model: str, params: TrainParams, warmup: int, steps: int) -> f
     clock = StepClock()
     make_deterministic(params.seed, params.jit_compile)
     net = _new_model(ds, model_params(model), params)
+    train_batches, val_batches = fit_batches(ds, params, PARAMS.augment)
     net.fit(
-        as_batches(ds.x["train"], ds.y["train"], params.batch_size, shuffle_seed=params.seed),
-        validation_data=as_batches(ds.x["val"], ds.y["val"], params.batch_size),
+        train_batches,
+        validation_data=val_batches,
         epochs=1,
         shuffle=False,
         verbose=0,
@@ -74,15 +77,18 @@ def _fit_ours(ds, model: str, params: TrainParams, warmup: int, steps: int) -> f
 
 
 def train(impl: str, dataset: str, model: str, warmup: int, steps: int, options: bool = False) -> dict:
-    """images/s and peak RSS of the default settings; with `options`, images/s with each of OPTIONS on."""
+    """images/s and peak RSS of the default settings; with `options`, images/s with each of OPTIONS flipped
+    (keyed `mixed_precision=false` where the default has it on)."""
     params = PARAMS.train
     if impl == "ours":
         ds = read_dataset(dataset, splits=("train", "val"))
-        result = {"images_per_s": _fit_ours(ds, model, params, warmup, steps), "peak_rss_mib": peak_rss_mib()}
+        fit = functools.partial(_fit_ours, ds, model, warmup=warmup, steps=steps)
+        result = {"images_per_s": fit(params), "peak_rss_mib": peak_rss_mib()}
         if options:  # the peak RSS above is the default's alone
+            flipped = {option: not getattr(params, option) for option in OPTIONS}
             result["options"] = {
-                option: _fit_ours(ds, model, params.model_copy(update={option: True}), warmup, steps)
-                for option in OPTIONS
+                f"{option}={str(on).lower()}": fit(params.model_copy(update={option: on}))
+                for option, on in flipped.items()
             }
         return result
     clock = StepClock()
@@ -156,18 +162,10 @@ def fit_run(ds, params, op_determinism: bool, validate: bool, target, budget_s, 
         tf_config.disable_op_determinism()
     net = _new_model(ds, params.model, t)
     clock = EpochClock(started, target, budget_s)
-    augmenter = online_augmenter(params.augment, t.seed) if t.online_augment else None
+    train_batches, val_batches = fit_batches(ds, t, params.augment)
     net.fit(
-        as_batches(
-            ds.x["train"],
-            _targets(ds.y["train"], ds.num_classes, t),
-            t.batch_size,
-            shuffle_seed=t.seed,
-            augmenter=augmenter,
-        ),
-        validation_data=as_batches(ds.x["val"], _targets(ds.y["val"], ds.num_classes, t), t.batch_size)
-        if validate
-        else None,
+        train_batches,
+        validation_data=val_batches if validate else None,
         epochs=t.epochs,
         shuffle=False,
         verbose=0,

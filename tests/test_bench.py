@@ -71,8 +71,8 @@ MEASURES = [
     "train v1 24px L, peak RSS",
     "train v2 48px RGB",
     "train v2 48px RGB, peak RSS",
-    "train v1 24px L, train.mixed_precision",
-    "train v2 48px RGB, train.jit_compile",
+    "train v1 24px L, train.mixed_precision=false",
+    "train v2 48px RGB, train.jit_compile=true",
     "predict v1 24px L (test set)",
     "dvc repro, nothing changed",
 ]

@@ -360,6 +360,20 @@ def _targets(y: np.ndarray, num_classes: int, params: TrainParams) -> np.ndarray
     return np.eye(num_classes, dtype=np.float32)[y] if params.label_smoothing else y
 
 
+def fit_batches(ds: Dataset, params: TrainParams, augment: AugmentParams) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """What `fit` trains on: the training batches (shuffled with train.seed, augmented on the fly with
+    train.online_augment) and the validation batches, targets as the loss wants them."""
+    augmenter = online_augmenter(augment, params.seed) if params.online_augment else None
+    train = as_batches(
+        ds.x["train"],
+        _targets(ds.y["train"], ds.num_classes, params),
+        params.batch_size,
+        shuffle_seed=params.seed,
+        augmenter=augmenter,
+    )
+    return train, as_batches(ds.x["val"], _targets(ds.y["val"], ds.num_classes, params), params.batch_size)
+
+
 def _disk_full_is_one_line(fit: Callable[..., dict]) -> Callable[..., dict]:
     """ENOSPC while dvclive or TensorBoard write their logs, or Keras a checkpoint, is one line, not a traceback."""
 
@@ -418,18 +432,12 @@ def train(
             shutil.rmtree(tensorboard_dir, ignore_errors=True)
     live = Live(dir=str(state.live), dvcyaml=None, save_dvc_exp=False, resume=resumed is not None)
     live.step = initial_epoch
-    augmenter = online_augmenter(augment, params.seed) if params.online_augment else None
+    train_batches, val_batches = fit_batches(ds, params, augment)
     started = time.perf_counter()
     progress = Progress(params.epochs, steps_per_epoch(ds, params), initial_epoch)
     model.fit(
-        as_batches(
-            ds.x["train"],
-            _targets(ds.y["train"], ds.num_classes, params),
-            params.batch_size,
-            shuffle_seed=params.seed,
-            augmenter=augmenter,
-        ),
-        validation_data=as_batches(ds.x["val"], _targets(ds.y["val"], ds.num_classes, params), params.batch_size),
+        train_batches,
+        validation_data=val_batches,
         epochs=params.epochs,
         initial_epoch=initial_epoch,
         callbacks=_callbacks(params, checkpoints, EpochLogger(live, len(ds.y["train"])), progress, tensorboard_dir),
