@@ -31,7 +31,7 @@ from trafficsigns.core.fsutil import write_text
 RECIPES = {
     "ours (params.yaml)": {},
     "FIDLE (v2, 48 px RGB)": {
-        "prepare": {"size": 48, "mode": "RGB"},
+        "prepare": {"image_size": 48, "mode": "RGB"},
         "augment": {"preset": "fidle", "copies": 0, "balance": 0, "flip": False, "brightness": 0.0, "contrast": 0.0},
         "model": {"name": "v2"},
         "train": {
@@ -53,7 +53,7 @@ BUDGET_MINUTES = {"full": 17.0, "tiny": 2.0}
 
 
 def recipe_params(overrides: dict, scale: str) -> dict:
-    params = merge(copy.deepcopy(load_params(ROOT / "params.yaml").model_dump()), overrides)
+    params = merge(copy.deepcopy(load_params(ROOT / "params.yaml").model_dump(by_alias=True)), overrides)
     return merge(params, TINY) if scale == "tiny" else params
 
 

@@ -1,7 +1,7 @@
 """What tests share: params built as the committed params.yaml plus overrides, and one project builder.
 
 The code holds no defaults (params.yaml is the only source), so a test states what it changes and
-nothing else: `make_params({"prepare": {"size": 24, "mode": "L"}, "train": {"epochs": 2}})`.
+nothing else: `make_params({"prepare": {"image_size": 24, "mode": "L"}, "train": {"epochs": 2}})`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ COMMITTED_PARAMS = ROOT / "params.yaml"
 # The tiny pipeline most tests run: small images, the course's small CNN, two short epochs, a constant
 # learning rate and no offline augmentation (the committed copies would triple every tiny training set).
 TINY_PARAMS = {
-    "prepare": {"size": 24, "mode": "L"},
+    "prepare": {"image_size": 24, "mode": "L"},
     "augment": {"copies": 0},
     "model": {"name": "mnist_cnn"},
     "train": {"epochs": 2, "batch_size": 32, "lr_schedule": "constant"},

@@ -26,13 +26,13 @@ TABLE_RULE = "|" + " --- |" * 12
 
 
 def test_grid_file_expands_and_typos_stop_before_queueing(tmp_path):
-    (tmp_path / "grid.yaml").write_text("model.name: [v1, mnist_cnn]\nprepare.size: 32\n")
+    (tmp_path / "grid.yaml").write_text("model.name: [v1, mnist_cnn]\nprepare.image_size: 32\n")
     grid = read_grid(tmp_path / "grid.yaml")
     assert combinations(grid) == [
-        {"model.name": "v1", "prepare.size": 32},
-        {"model.name": "mnist_cnn", "prepare.size": 32},
+        {"model.name": "v1", "prepare.image_size": 32},
+        {"model.name": "mnist_cnn", "prepare.image_size": 32},
     ]
-    assert set_args(grid) == ["-S", "model.name=v1,mnist_cnn", "-S", "prepare.size=32"]
+    assert set_args(grid) == ["-S", "model.name=v1,mnist_cnn", "-S", "prepare.image_size=32"]
     assert [hydra_value(v) for v in (True, None, "", "a,b", "/data/gtsrb-35px")] == [
         "true",
         "null",
@@ -44,8 +44,8 @@ def test_grid_file_expands_and_typos_stop_before_queueing(tmp_path):
     check_grid({"model.name": ["v1", "v2", "v3"], "model.v2.filters": [32, 64]}, tmp_path / "params.yaml")
     with pytest.raises(PipelineError, match=r"unknown key 'model.nme'"):
         check_grid({"model.nme": ["v1"]}, tmp_path / "params.yaml")
-    with pytest.raises(PipelineError, match=r"'prepare.size'.*given: 2"):
-        check_grid({"prepare.size": [24, 2]}, tmp_path / "params.yaml")
+    with pytest.raises(PipelineError, match=r"'prepare.image_size'.*given: 2"):
+        check_grid({"prepare.image_size": [24, 2]}, tmp_path / "params.yaml")
 
 
 def test_queue_workers_are_watched_through_their_pid_files(tmp_path, monkeypatch):
@@ -71,7 +71,7 @@ def _data(model, mode, accuracy):
             "params.yaml": {
                 "data": {
                     "data": {"source": "synthetic"},
-                    "prepare": {"size": 24, "mode": mode},
+                    "prepare": {"image_size": 24, "mode": mode},
                     "model": {"name": model},
                     "train": {"epochs": 2},
                 }

@@ -18,7 +18,21 @@ def test_committed_params_are_valid_and_complete():
             k for key, v in d.items() if isinstance(v, dict) for k in keys(v, f"{prefix}{key}.")
         }
 
-    assert keys(raw) == keys(params.model_dump())
+    assert keys(raw) == keys(params.model_dump(by_alias=True))
+
+
+def test_no_parameter_is_named_as_dvc_file_metadata():
+    """DVC drops keys named `size` and `nfiles` from its run-cache key, params included (treeverse/dvc#10296):
+    a parameter so named would be invisible to the run-cache, and changing it alone would restore the
+    outputs of a run with another value (it did: `-S prepare.size=48` brought back 32 px data)."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+    def names(d):
+        return {k for k in d} | {n for v in d.values() if isinstance(v, dict) for n in names(v)}
+
+    assert not names(raw) & {"size", "nfiles"}
+    with pytest.raises(PipelineError, match=r"'prepare.size' is now 'prepare.image_size'"):
+        make_params({"prepare": {"size": 32}})
 
 
 @pytest.mark.parametrize(
@@ -27,7 +41,7 @@ def test_committed_params_are_valid_and_complete():
         ({"prepare": {"sise": 32}}, "unknown key 'prepare.sise'"),
         ({"modle": {}}, "unknown key 'modle'"),
         ({"prepare": {"mode": "HSV"}}, "'prepare.mode'"),
-        ({"prepare": {"size": 0}}, "'prepare.size'"),
+        ({"prepare": {"image_size": 0}}, "'prepare.image_size'"),
         ({"train": {"epochs": -1}}, "'train.epochs'"),
         ({"model": {"v1": {"filters": "many"}}}, "'model.v1.filters'"),
         ({"model": {"resnet": {"dense": 512}}}, "unknown key 'model.resnet.dense'"),

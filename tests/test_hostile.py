@@ -361,12 +361,12 @@ def test_model_too_big_for_the_images_is_one_line():
     from tests.helpers import make_params
     from trafficsigns.modeling.models import build_model
 
-    params = make_params({"prepare": {"size": 8}, "model": {"name": "v1"}})
+    params = make_params({"prepare": {"image_size": 8}, "model": {"name": "v1"}})
     with pytest.raises(PipelineError) as err:
         build_model(params.model, (8, 8, 3), 43)
     message = str(err.value)
     assert "\n" not in message and "\x1b" not in message and "Computed output size would be zero" in message
-    assert message.endswith("use a larger prepare.size or another model.name")
+    assert message.endswith("use a larger prepare.image_size or another model.name")
 
 
 # --- grid: values DVC's -S (Hydra) parser must read back as given ------------------------------------

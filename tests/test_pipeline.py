@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "data": {"synthetic": {"train_tracks_per_class": 2, "test_tracks_per_class": 1, "frames_per_track": 4}},
-    "prepare": {"size": 24, "mode": "L"},
+    "prepare": {"image_size": 24, "mode": "L"},
     "model": {"name": "mnist_cnn"},
     "train": {"epochs": 2, "batch_size": 32},
 }

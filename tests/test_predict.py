@@ -25,8 +25,8 @@ from trafficsigns.modeling.predict import predict_files
 
 # Two sizes and two colour modes.
 SETTINGS = {
-    "24px-L": {"size": 24, "mode": "L"},
-    "32px-RGB": {"size": 32, "mode": "RGB"},
+    "24px-L": {"image_size": 24, "mode": "L"},
+    "32px-RGB": {"image_size": 32, "mode": "RGB"},
 }
 
 # QUICK_TRAINING: a model whose classes depend on the image (not a near-uniform one), so agreeing on
@@ -75,7 +75,8 @@ def test_roi_crops_preprocess_exactly_like_prepare(projects, setting):
     files = image_files(project / "crops")
     assert len(files) == len(ds.y["test"])
     for path in files:
-        prepared = prepare_image(path.read_bytes(), str(path), SETTINGS[setting]["size"], SETTINGS[setting]["mode"])
+        settings = SETTINGS[setting]
+        prepared = prepare_image(path.read_bytes(), str(path), settings["image_size"], settings["mode"])
         assert np.array_equal(prepared, ds.x["test"][index_of(path)])
 
 

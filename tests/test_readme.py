@@ -74,8 +74,8 @@ def test_the_parameter_table_states_the_committed_values_of_every_key():
 
 def test_a_drifted_default_a_stray_key_and_a_missing_key_are_caught():
     readme = (ROOT / "README.md").read_text()
-    drifted = readme.replace("| `prepare.size` | 32 |", "| `prepare.size` | 24 |", 1)
-    assert table_problems(drifted, committed_params()) == ["prepare.size: the README says 24, params.yaml has 32"]
+    drifted = readme.replace("| `prepare.image_size` | 32 |", "| `prepare.image_size` | 24 |", 1)
+    assert table_problems(drifted, committed_params()) == ["prepare.image_size: the README says 24, params.yaml has 32"]
     stray = readme.replace("| `model.conv_dropout` | 0.2 |", "| `model.conv_dropout`, `model.filters` | 0.2, 32 |")
     assert table_problems(stray, committed_params()) == ["model.filters: in the README, not in params.yaml"]
     widths = readme.replace(

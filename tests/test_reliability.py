@@ -155,7 +155,7 @@ def test_stale_dataset_is_refused_by_train(tiny_dataset, tmp_path):
     from trafficsigns.stages import train
 
     make_project(tmp_path, prepared=tiny_dataset)
-    params = tiny_params({"prepare": {"size": 32, "mode": "RGB"}})
+    params = tiny_params({"prepare": {"image_size": 32, "mode": "RGB"}})
     with (
         contextlib.chdir(tmp_path),
         pytest.raises(

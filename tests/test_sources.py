@@ -22,7 +22,7 @@ def test_synthetic_writes_the_official_archives(tiny_raw_master):
 
 
 def test_fixed_preprocessing_overrides_params():
-    params = make_params({"prepare": {"size": 48, "mode": "RGB", "roi_crop": True}}).prepare
+    params = make_params({"prepare": {"image_size": 48, "mode": "RGB", "roi_crop": True}}).prepare
     assert expected_meta("mnist", params) | {"size": 28, "mode": "L", "roi_crop": False} == expected_meta(
         "mnist", params
     )

@@ -46,7 +46,7 @@ def test_every_model_builds_and_trains_a_step(name, shape):
 def test_a_model_that_cannot_take_the_input_size_says_so():
     from trafficsigns.core.errors import PipelineError
 
-    with pytest.raises(PipelineError, match="model v2 cannot take .*12, 12, 1.*prepare.size"):
+    with pytest.raises(PipelineError, match="model v2 cannot take .*12, 12, 1.*prepare.image_size"):
         build_model(model_params("v2"), (12, 12, 1), 43)
 
 

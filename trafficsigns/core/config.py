@@ -78,7 +78,9 @@ class DataParams(_Section):
 
 
 class PrepareParams(_Section):
-    size: int = Field(ge=8, le=256)
+    # `image_size` in params.yaml: DVC leaves keys named `size` out of its run-cache key (treeverse/dvc#10296),
+    # so changing a `size` alone restored another size's outputs. `.size` here, as in the data's metadata.
+    size: int = Field(ge=8, le=256, alias="image_size")
     mode: Literal[COLOUR_MODES]  # type: ignore[valid-type]
     roi_crop: bool
     val_fraction: float = Field(gt=0, lt=1)
@@ -246,6 +248,8 @@ def _key(error: dict) -> str:
 
 
 def _describe(error: dict) -> str:
+    if error["type"] == "extra_forbidden" and tuple(error["loc"]) == ("prepare", "size"):
+        return "'prepare.size' is now 'prepare.image_size' (DVC's run-cache ignores keys named size, dvc#10296)"
     if error["type"] == "extra_forbidden":
         return f"unknown key '{_key(error)}' (a typo?)"
     return f"'{_key(error)}': {error['msg']} (given: {error.get('input')!r})"

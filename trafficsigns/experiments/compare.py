@@ -44,7 +44,8 @@ from trafficsigns.reporting.runs import (
 
 log = logging.getLogger(__name__)
 VAL_CURVE = curve_file("val", "accuracy")
-SHOWN_APART = ("data.source", "prepare.size", "prepare.mode", "model.name")  # own columns, not "differs"
+IMAGE_SIZE = "prepare.image_size"
+SHOWN_APART = ("data.source", IMAGE_SIZE, "prepare.mode", "model.name")  # own columns, not "differs"
 
 
 @dataclass
@@ -149,7 +150,7 @@ def row(e: Experiment, label: str, varying: list[str], baseline: Experiment | No
     return [
         label,
         when(e),
-        "{} {} px {}".format(*(param_text(p.get(k, ...)) for k in ("data.source", "prepare.size", "prepare.mode"))),
+        "{} {} px {}".format(*(param_text(p.get(k, ...)) for k in ("data.source", IMAGE_SIZE, "prepare.mode"))),
         param_text(p.get("model.name", ...)),
         ", ".join(f"{k}={param_text(p.get(k, ...))}" for k in varying) or DASH,
         number(test.get("accuracy"), True),
@@ -233,7 +234,7 @@ def write_comparison(
     with tempfile.TemporaryDirectory() as tmp:
         curves = {
             "{}: {}, {} px {}".format(
-                e.name, *(param_text(e.params.get(k, ...)) for k in ("model.name", "prepare.size", "prepare.mode"))
+                e.name, *(param_text(e.params.get(k, ...)) for k in ("model.name", IMAGE_SIZE, "prepare.mode"))
             ): curve
             for e in runs
             if (curve := val_curve(e.rev)) is not None

@@ -69,7 +69,7 @@ def _run(command: list[str], cwd: Path | None = None) -> str:
 
 
 def data_keys(grid: dict[str, list], dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
-    """The grid keys that the data stages read (their `params:` in dvc.yaml, e.g. `prepare` covers prepare.size)."""
+    """The grid keys that the data stages read (their `params:` in dvc.yaml: `prepare` covers prepare.mode)."""
     import yaml
 
     stages = yaml.safe_load(dvc_yaml.read_text())["stages"]

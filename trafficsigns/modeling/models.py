@@ -186,7 +186,7 @@ def build_model(params: ModelParams, input_shape, num_classes: int) -> keras.Mod
     except ValueError as exc:  # e.g. valid convolutions and poolings shrink a small image to nothing
         raise PipelineError(
             f"model {params.name} cannot take {tuple(input_shape)} images ({keras_reason(exc)}); "
-            "use a larger prepare.size or another model.name"
+            "use a larger prepare.image_size or another model.name"
         ) from None
     # One line, not Keras' layer table (100+ lines for the ResNet): the layers are in the model file.
     log.info(

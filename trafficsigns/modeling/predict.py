@@ -48,7 +48,7 @@ def model_usage(model_path: str | Path) -> tuple[int, str, list[str]]:
         ) from None
     if mode not in CHANNELS:
         raise PipelineError(f"{model_path}: unknown colour mode {mode!r} in its metadata")
-    if not 8 <= size <= 256:  # prepare.size's range: each image is resized to size x size before the check
+    if not 8 <= size <= 256:  # prepare.image_size's range: each image is resized to size x size before the check
         raise PipelineError(f"{model_path}: preprocessing size {size} in its metadata is outside 8..256")
     return size, mode, class_names
 
