@@ -12,6 +12,7 @@ from trafficsigns.core.errors import PipelineError
 from trafficsigns.data.h5store import read_dataset
 from trafficsigns.modeling.export import (
     EXPORT_FILES,
+    as_float32,
     evaluate_exports,
     export_all,
     export_savedmodel,
@@ -62,7 +63,8 @@ def test_export_all_writes_every_format_and_the_metadata(paths, exports):
 def test_savedmodel_and_float_tflite_predict_like_keras(paths, exports):
     model, dataset, _ = paths
     x = read_dataset(dataset, splits=("test",)).x["test"]
-    expected = keras.models.load_model(model).predict(x, verbose=0)
+    # the exports compute in float32 what the model computes (in bfloat16 where it was trained so)
+    expected = as_float32(keras.models.load_model(model)).predict(x, verbose=0)
     # batch 100 leaves a partial last batch: the TFLite input is resized per batch
     assert np.allclose(savedmodel_predict(exports["saved_model"]["path"], x, 100), expected, atol=1e-5)
     assert np.allclose(tflite_predict(exports["tflite_float32"]["path"], x, 100), expected, atol=1e-5)
@@ -78,7 +80,8 @@ def test_int8_is_integer_only_and_costs_under_one_point(paths, exports):
     assert set(scores) == {"keras", *EXPORT_FILES}
     keras_accuracy = scores["keras"]["accuracy"]
     assert keras_accuracy > 0.5, "the model must be trained for accuracy to mean anything"
-    assert scores["saved_model"]["accuracy"] == scores["tflite_float32"]["accuracy"] == keras_accuracy
+    assert scores["saved_model"]["accuracy"] == scores["tflite_float32"]["accuracy"]
+    assert abs(scores["tflite_float32"]["accuracy"] - keras_accuracy) <= 0.01  # float32 of a mixed-precision model
     assert abs(scores["tflite_int8"]["accuracy"] - keras_accuracy) <= 0.01
     assert scores["keras"]["bytes"] == model.stat().st_size
     assert {fmt: s["bytes"] for fmt, s in scores.items() if fmt != "keras"} == {

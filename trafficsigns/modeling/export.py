@@ -126,6 +126,18 @@ def _read_split(model_path: Path, dataset_path: Path, split: str) -> tuple[np.nd
     return ds.x[split], ds.y[split]
 
 
+def as_float32(model: keras.Model) -> keras.Model:
+    """The same network and weights computing in float32: TFLite cannot convert a model trained under
+    `train.mixed_precision` (bfloat16 or float16 layers); its variables are float32 already."""
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+    copy = keras.models.clone_model(
+        model, clone_function=lambda layer: layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+    )
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def export_all(
     model_path: str | Path,
     dataset_path: str | Path,
@@ -140,7 +152,7 @@ def export_all(
     metadata: class names and the preprocessing any user of the exports must apply.
     """
     model_path, out_dir = Path(model_path), Path(out_dir)
-    model = load_model(model_path)
+    model = as_float32(load_model(model_path))
     x_train, _ = _read_split(model_path, Path(dataset_path), "train")
     pick = np.random.default_rng(seed).choice(len(x_train), min(representative_count, len(x_train)), replace=False)
     representative = x_train[np.sort(pick)]
