@@ -355,12 +355,13 @@ def test_trickling_server_is_cut_by_min_rate_then_deadline(server, tmp_path, cap
     cut after one window and resumed, and the file gives up at the deadline, .part kept for a later run."""
     server.trickles = [0.5] * 20  # 4 KiB every 0.5 s
     started = time.monotonic()
-    with pytest.raises(PipelineError, match=r"within data\.deadline \(2\.5 s\)"):
+    # deadline 4 s: room for at least two 1 s windows even when a loaded CI machine serves the first bytes late
+    with pytest.raises(PipelineError, match=r"within data\.deadline \(4 s\)"):
         fetch(
             f"{server.url}/{BIG}", tmp_path / BIG, checksum=MD5[BIG], retries=10, backoff=0.01, timeout=1.0,
-            min_rate=10_000, deadline=2.5,
+            min_rate=10_000, deadline=4.0,
         )  # fmt: skip
-    assert time.monotonic() - started < 6
+    assert time.monotonic() - started < 8
     assert "under data.min_rate" in caplog.text
     assert len(server.requests) >= 2 and server.ranges()[1].startswith("bytes=")
     assert (tmp_path / (BIG + ".part")).exists()
