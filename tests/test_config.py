@@ -8,16 +8,17 @@ from trafficsigns.core.config import load_params, parse_params
 from trafficsigns.core.errors import PipelineError
 
 
+def keys(d: dict, prefix: str = "") -> set[str]:
+    """Every key of a nested mapping, dotted: `prepare.mode`."""
+    return {f"{prefix}{k}" for k in d} | {
+        k for key, v in d.items() if isinstance(v, dict) for k in keys(v, f"{prefix}{key}.")
+    }
+
+
 def test_committed_params_are_valid_and_complete():
     """params.yaml names every key the code knows, so `dvc params diff` and `-S` see them all."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     params = parse_params(raw)
-
-    def keys(d, prefix=""):
-        return {f"{prefix}{k}" for k, v in d.items()} | {
-            k for key, v in d.items() if isinstance(v, dict) for k in keys(v, f"{prefix}{key}.")
-        }
-
     assert keys(raw) == keys(params.model_dump(by_alias=True))
 
 
@@ -26,11 +27,7 @@ def test_no_parameter_is_named_as_dvc_file_metadata():
     a parameter so named would be invisible to the run-cache, and changing it alone would restore the
     outputs of a run with another value (it did: `-S prepare.size=48` brought back 32 px data)."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-
-    def names(d):
-        return {k for k in d} | {n for v in d.values() if isinstance(v, dict) for n in names(v)}
-
-    assert not names(raw) & {"size", "nfiles"}
+    assert not {key.rsplit(".", 1)[-1] for key in keys(raw)} & {"size", "nfiles"}
     with pytest.raises(PipelineError, match=r"'prepare.size' is now 'prepare.image_size'"):
         make_params({"prepare": {"size": 32}})
 
