@@ -87,7 +87,7 @@ def use_gpu(install: bool) -> bool:
 
 def variant_runs(kind: str) -> list[tuple[str, dict]]:
     """(name, worker run) per training, repeated variants twice; the committed params, tiny on a CPU."""
-    committed = load_params(ROOT / "params.yaml").model_dump(by_alias=True)
+    committed = load_params(ROOT / "params.yaml").as_yaml()
     base = {"train": {"epochs": EPOCHS[kind]}}
     if kind == "cpu":
         base["model"] = {"resnet": {"filters": 4}}

@@ -53,7 +53,7 @@ BUDGET_MINUTES = {"full": 17.0, "tiny": 2.0}
 
 
 def recipe_params(overrides: dict, scale: str) -> dict:
-    params = merge(copy.deepcopy(load_params(ROOT / "params.yaml").model_dump(by_alias=True)), overrides)
+    params = merge(copy.deepcopy(load_params(ROOT / "params.yaml").as_yaml()), overrides)
     return merge(params, TINY) if scale == "tiny" else params
 
 

@@ -19,7 +19,7 @@ def test_committed_params_are_valid_and_complete():
     """params.yaml names every key the code knows, so `dvc params diff` and `-S` see them all."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     params = parse_params(raw)
-    assert keys(raw) == keys(params.model_dump(by_alias=True))
+    assert keys(raw) == keys(params.as_yaml())
 
 
 def test_no_parameter_is_named_as_dvc_file_metadata():

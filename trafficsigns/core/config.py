@@ -239,6 +239,10 @@ class Params(_Section):
     demystify: DemystifyParams
     report: ReportParams
 
+    def as_yaml(self) -> dict:
+        """The parameters as params.yaml spells them (`prepare.image_size`, not the attribute `.size`)."""
+        return self.model_dump(mode="json", by_alias=True)
+
 
 MISSING_HINT = "params.yaml must set every key; see the committed params.yaml"
 

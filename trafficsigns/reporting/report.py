@@ -147,7 +147,7 @@ def provenance_section(params: Params, baseline: Baseline) -> Section:
         )
     ]
     if baseline.name is not None:
-        values = flatten(params.model_dump(mode="json", by_alias=True))
+        values = flatten(params.as_yaml())
         keys = [*values, *(k for k in baseline.params if k not in values)]
         changed = [
             [f"`{k}`", param_text(values.get(k, ...)), param_text(baseline.params.get(k, ...))]
@@ -177,7 +177,7 @@ def params_section(params: Params) -> Section:
         "All parameters",
         [
             Text("`params.yaml`, as validated:"),
-            Code(yaml.safe_dump(params.model_dump(mode="json", by_alias=True), sort_keys=False)),
+            Code(yaml.safe_dump(params.as_yaml(), sort_keys=False)),
         ],
         folded=True,
     )
