@@ -15,9 +15,11 @@ import yaml
 from tests.helpers import copy_repo, sh, write_params
 from tests.test_pipeline import TINY
 from trafficsigns.core.errors import PipelineError
+from trafficsigns.core.paths import DATASET
+from trafficsigns.data.h5store import read_dataset
 from trafficsigns.experiments.compare import experiments, pick_baseline, table, write_comparison
 from trafficsigns.experiments.grid import check_grid, combinations, hydra_value, read_grid, set_args, workers_alive
-from trafficsigns.modeling.ensemble import member_path
+from trafficsigns.modeling.ensemble import ensemble_metrics, from_revision, member_path
 from trafficsigns.modeling.models import read_model_metadata
 
 GRID = {"model.name": ["mnist_cnn", "dnn"], "prepare.mode": ["L", "RGB"]}
@@ -180,13 +182,21 @@ def test_a_2x2_grid_runs_through_the_queue_and_compare_shows_4_rows(tmp_path):
     page = (repo / "reports" / "compare.html").read_text()
     assert "http://" not in page and "https://" not in page and page.count("data:image/png;base64,") == 1
 
-    # An experiment name is an ensemble member: its best model comes out of the DVC cache.
+    # An experiment name is an ensemble member: its best model comes out of the DVC cache, and a member
+    # prepared otherwise (L beside an RGB experiment's dataset) is fed its own experiment's test images, so each
+    # member scores what its own run's evaluate measured.
     exp_show = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
-    dnn = next(e for e in experiments(exp_show) if e.params["model.name"] == "dnn")
+    dnn = {e.params["prepare.mode"]: e for e in experiments(exp_show) if e.params["model.name"] == "dnn"}
     with contextlib.chdir(repo):
-        assert read_model_metadata(member_path(dnn.name, tmp_path))["model"]["name"] == "dnn"
+        assert read_model_metadata(member_path(dnn["L"].name, tmp_path))["model"]["name"] == "dnn"
         with pytest.raises(PipelineError, match="neither a model file nor an experiment"):
             member_path("exp-that-never-was", tmp_path)
+        names = (dnn["L"].name, dnn["RGB"].name)
+        rgb = read_dataset(from_revision(names[1], DATASET, tmp_path / "rgb.h5", "-"), splits=("test",))
+        assert rgb.meta["mode"] == "RGB"
+        members = ensemble_metrics(names, rgb, 64)["ensemble"]["members"]
+    for exp in dnn.values():
+        assert members[exp.name]["test"]["accuracy"] == pytest.approx(exp.test["accuracy"], abs=1e-12)
     with pytest.raises(PipelineError, match="no experiment named nope"):
         write_comparison(
             experiments(exp_show),

@@ -91,7 +91,8 @@ def test_a_member_prepared_otherwise_or_missing_is_refused(project):
     root, ds, _ = project
     _tiny_model(ds, 3, root / "rgb.keras", mode="RGB")
     with contextlib.chdir(root):
-        with pytest.raises(PipelineError, match="rgb.keras was trained on .*'RGB'.* must share the prepared data"):
+        # a file says nothing of where its prepared data is: its experiment would
+        with pytest.raises(PipelineError, match="rgb.keras was trained on .*'RGB'.* name the experiment"):
             evaluate.main(tiny_params({"evaluate": {"ensemble": ["m1.keras", "rgb.keras"]}}))
         with pytest.raises(PipelineError, match="model file gone.keras not found"):
             evaluate.main(tiny_params({"evaluate": {"ensemble": ["m1.keras", "gone.keras"]}}))

@@ -1,9 +1,11 @@
 """A committee of trained models: the average of their softmax outputs on the test set.
 
-Members differ by their random start and architecture, so their errors partly differ and the average
-corrects some of them (IDSIA's 99.46 % on GTSRB was a committee of 25 CNNs). A member is a model file,
-or the name of an experiment (any git revision): its `models/best.keras` is read from the DVC cache
-through `dvc.api.open`, which changes nothing in the workspace (`dvc exp apply` would).
+Members differ by their random start, architecture or preprocessing, so their errors partly differ and
+the average corrects some of them (IDSIA's 99.46 % on GTSRB was a committee of 25 CNNs). A member is a
+model file, or the name of an experiment (any git revision): its `models/best.keras` is read from the DVC
+cache through `dvc.api.open`, which changes nothing in the workspace (`dvc exp apply` would). An
+experiment prepared otherwise (another colour mode or size) is fed the test images of its own
+`data/prepared/dataset.h5`, from the cache too, once they are checked to be the same images.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from trafficsigns.core.errors import PipelineError
-from trafficsigns.core.paths import BEST_MODEL
-from trafficsigns.data.h5store import Dataset
+from trafficsigns.core.paths import BEST_MODEL, DATASET
+from trafficsigns.data.h5store import Dataset, read_dataset
 from trafficsigns.modeling.metrics import classification_metrics
 from trafficsigns.modeling.models import load_model, read_model_metadata
 
@@ -46,6 +48,21 @@ def committee_scores(member_probs: dict[str, np.ndarray], y: np.ndarray) -> dict
     return {"ensemble": {**committee, "members": {name: score(p) for name, p in member_probs.items()}}}
 
 
+def from_revision(spec: str, path: Path, dest: Path, what: str) -> Path:
+    """`path` as experiment (or git revision) `spec` has it, copied out of the DVC cache to `dest`."""
+    import dvc.api  # imported here: only experiment names need DVC's machinery
+
+    try:
+        with dvc.api.open(str(path), rev=spec, mode="rb") as src, open(dest, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except Exception as exc:  # DVC raises many kinds: unknown revision, output not in the cache, no repo
+        raise PipelineError(
+            f"evaluate.ensemble: {spec!r} is neither {what} nor an experiment or revision "
+            f"whose {path} is in the DVC cache ({type(exc).__name__}: {exc})"
+        ) from None
+    return dest
+
+
 def member_path(spec: str, workdir: Path) -> Path:
     """A model file as given, or an experiment's best model copied from the DVC cache into `workdir`."""
     path = Path(spec)
@@ -53,34 +70,45 @@ def member_path(spec: str, workdir: Path) -> Path:
         if not path.is_file():
             raise PipelineError(f"evaluate.ensemble: model file {spec} not found")
         return path
-    import dvc.api  # imported here: only experiment names need DVC's machinery
+    return from_revision(spec, BEST_MODEL, workdir / f"{_safe(spec)}.keras", "a model file")
 
-    copy = workdir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', spec)}.keras"
-    try:
-        with dvc.api.open(str(BEST_MODEL), rev=spec, mode="rb") as src, open(copy, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    except Exception as exc:  # DVC raises many kinds: unknown revision, output not in the cache, no repo
+
+def _safe(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", spec)
+
+
+def member_test_images(spec: str, preprocessing: dict, ds: Dataset, workdir: Path) -> np.ndarray:
+    """The test images as `spec` was trained to see them: `ds`'s, or those its experiment prepared."""
+    wanted = {k: ds.meta.get(k) for k in PREPROCESSING}
+    if preprocessing == wanted:
+        return ds.x["test"]
+    if Path(spec).suffix == ".keras" or Path(spec).exists():
         raise PipelineError(
-            f"evaluate.ensemble: {spec!r} is neither a model file nor an experiment or revision "
-            f"whose {BEST_MODEL} is in the DVC cache ({type(exc).__name__}: {exc})"
-        ) from None
-    return copy
+            f"evaluate.ensemble: {spec} was trained on {preprocessing}, the dataset is {wanted}; name the "
+            "experiment that trained it instead of the file, so that its own prepared test images are used"
+        )
+    copy = workdir / f"{_safe(spec)}.h5"
+    own = read_dataset(from_revision(spec, DATASET, copy, "a model file"), ("test",), expected=preprocessing)
+    copy.unlink()
+    if own.class_names != ds.class_names or not np.array_equal(own.y["test"], ds.y["test"]):
+        raise PipelineError(
+            f"evaluate.ensemble: {spec}'s prepared test set is not this one (other data.source or images); "
+            "a committee's members must be scored on the same test images"
+        )
+    return own.x["test"]
 
 
 def member_probabilities(specs: tuple[str, ...], ds: Dataset, batch_size: int) -> dict[str, np.ndarray]:
-    """Each member's test-set probabilities; a member prepared differently from `ds` is refused."""
-    wanted = {k: ds.meta.get(k) for k in PREPROCESSING}
+    """Each member's test-set probabilities, each on the test images prepared as it was trained."""
     probs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for spec in specs:
             path = member_path(spec, Path(tmp))
             meta = read_model_metadata(path)
-            if meta["preprocessing"] != wanted or meta["class_names"] != ds.class_names:
-                raise PipelineError(
-                    f"evaluate.ensemble: {spec} was trained on {meta['preprocessing']}, the dataset "
-                    f"is {wanted}; a committee's members must share the prepared data"
-                )
-            probs[spec] = load_model(path).predict(ds.x["test"], batch_size=batch_size, verbose=0)
+            if meta["class_names"] != ds.class_names:
+                raise PipelineError(f"evaluate.ensemble: {spec} was trained on other classes than the dataset's")
+            x = member_test_images(spec, meta["preprocessing"], ds, Path(tmp))
+            probs[spec] = load_model(path).predict(x, batch_size=batch_size, verbose=0)
             log.info(
                 "ensemble member %s: test accuracy %.4f", spec, (probs[spec].argmax(axis=1) == ds.y["test"]).mean()
             )
