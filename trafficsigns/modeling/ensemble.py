@@ -63,13 +63,17 @@ def from_revision(spec: str, path: Path, dest: Path, what: str) -> Path:
     return dest
 
 
+def is_model_file(spec: str) -> bool:
+    """A member named by its file (an existing path or a `.keras` name), not by its experiment."""
+    return Path(spec).exists() or Path(spec).suffix == ".keras"
+
+
 def member_path(spec: str, workdir: Path) -> Path:
     """A model file as given, or an experiment's best model copied from the DVC cache into `workdir`."""
-    path = Path(spec)
-    if path.exists() or path.suffix == ".keras":
-        if not path.is_file():
+    if is_model_file(spec):
+        if not Path(spec).is_file():
             raise PipelineError(f"evaluate.ensemble: model file {spec} not found")
-        return path
+        return Path(spec)
     return from_revision(spec, BEST_MODEL, workdir / f"{_safe(spec)}.keras", "a model file")
 
 
@@ -82,7 +86,7 @@ def member_test_images(spec: str, preprocessing: dict, ds: Dataset, workdir: Pat
     wanted = {k: ds.meta.get(k) for k in PREPROCESSING}
     if preprocessing == wanted:
         return ds.x["test"]
-    if Path(spec).suffix == ".keras" or Path(spec).exists():
+    if is_model_file(spec):
         raise PipelineError(
             f"evaluate.ensemble: {spec} was trained on {preprocessing}, the dataset is {wanted}; name the "
             "experiment that trained it instead of the file, so that its own prepared test images are used"
