@@ -10,6 +10,7 @@ experiment prepared otherwise (another colour mode or size) is fed the test imag
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -103,16 +104,19 @@ def member_test_images(spec: str, preprocessing: dict, ds: Dataset, workdir: Pat
 
 
 def member_probabilities(specs: tuple[str, ...], ds: Dataset, batch_size: int) -> dict[str, np.ndarray]:
-    """Each member's test-set probabilities, each on the test images prepared as it was trained."""
-    probs = {}
+    """Each member's test-set probabilities, each on the test images prepared as it was trained (read once
+    per preprocessing: two grayscale seeds share one copy of their prepared data)."""
+    probs, images = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for spec in specs:
             path = member_path(spec, Path(tmp))
             meta = read_model_metadata(path)
             if meta["class_names"] != ds.class_names:
                 raise PipelineError(f"evaluate.ensemble: {spec} was trained on other classes than the dataset's")
-            x = member_test_images(spec, meta["preprocessing"], ds, Path(tmp))
-            probs[spec] = load_model(path).predict(x, batch_size=batch_size, verbose=0)
+            key = (is_model_file(spec), json.dumps(meta["preprocessing"], sort_keys=True))  # files: never fetched
+            if key not in images:
+                images[key] = member_test_images(spec, meta["preprocessing"], ds, Path(tmp))
+            probs[spec] = load_model(path).predict(images[key], batch_size=batch_size, verbose=0)
             log.info(
                 "ensemble member %s: test accuracy %.4f", spec, (probs[spec].argmax(axis=1) == ds.y["test"]).mean()
             )
