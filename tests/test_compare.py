@@ -192,7 +192,7 @@ def test_a_2x2_grid_runs_through_the_queue_and_compare_shows_4_rows(tmp_path):
         with pytest.raises(PipelineError, match="neither a model file nor an experiment"):
             member_path("exp-that-never-was", tmp_path)
         names = (dnn["L"].name, dnn["RGB"].name)
-        rgb = read_dataset(from_revision(names[1], DATASET, tmp_path / "rgb.h5", "-"), splits=("test",))
+        rgb = read_dataset(from_revision(names[1], DATASET, tmp_path / "rgb.h5"), splits=("test",))
         assert rgb.meta["mode"] == "RGB"
         members = ensemble_metrics(names, rgb, 64)["ensemble"]["members"]
     for exp in dnn.values():

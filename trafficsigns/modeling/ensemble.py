@@ -49,7 +49,7 @@ def committee_scores(member_probs: dict[str, np.ndarray], y: np.ndarray) -> dict
     return {"ensemble": {**committee, "members": {name: score(p) for name, p in member_probs.items()}}}
 
 
-def from_revision(spec: str, path: Path, dest: Path, what: str) -> Path:
+def from_revision(spec: str, path: Path, dest: Path) -> Path:
     """`path` as experiment (or git revision) `spec` has it, copied out of the DVC cache to `dest`."""
     import dvc.api  # imported here: only experiment names need DVC's machinery
 
@@ -58,7 +58,7 @@ def from_revision(spec: str, path: Path, dest: Path, what: str) -> Path:
             shutil.copyfileobj(src, dst)
     except Exception as exc:  # DVC raises many kinds: unknown revision, output not in the cache, no repo
         raise PipelineError(
-            f"evaluate.ensemble: {spec!r} is neither {what} nor an experiment or revision "
+            f"evaluate.ensemble: {spec!r} is neither a model file nor an experiment or revision "
             f"whose {path} is in the DVC cache ({type(exc).__name__}: {exc})"
         ) from None
     return dest
@@ -75,7 +75,7 @@ def member_path(spec: str, workdir: Path) -> Path:
         if not Path(spec).is_file():
             raise PipelineError(f"evaluate.ensemble: model file {spec} not found")
         return Path(spec)
-    return from_revision(spec, BEST_MODEL, workdir / f"{_safe(spec)}.keras", "a model file")
+    return from_revision(spec, BEST_MODEL, workdir / f"{_safe(spec)}.keras")
 
 
 def _safe(spec: str) -> str:
@@ -93,7 +93,7 @@ def member_test_images(spec: str, preprocessing: dict, ds: Dataset, workdir: Pat
             "experiment that trained it instead of the file, so that its own prepared test images are used"
         )
     copy = workdir / f"{_safe(spec)}.h5"
-    own = read_dataset(from_revision(spec, DATASET, copy, "a model file"), ("test",), expected=preprocessing)
+    own = read_dataset(from_revision(spec, DATASET, copy), ("test",), expected=preprocessing)
     copy.unlink()
     if own.class_names != ds.class_names or not np.array_equal(own.y["test"], ds.y["test"]):
         raise PipelineError(
