@@ -32,7 +32,15 @@ RECIPES = {
     "ours (params.yaml)": {},
     "FIDLE (v2, 48 px RGB)": {
         "prepare": {"image_size": 48, "mode": "RGB"},
-        "augment": {"preset": "fidle", "copies": 0, "balance": 0, "flip": False, "brightness": 0.0, "contrast": 0.0},
+        "augment": {
+            "preset": "fidle",
+            "copies": 0,
+            "balance": 0,
+            "flip": False,
+            "brightness": 0.0,
+            "contrast": 0.0,
+            "blur": 0.0,
+        },
         "model": {"name": "v2"},
         "train": {
             "epochs": 16,

@@ -36,7 +36,7 @@ QUICK_TRAINING = {
     "train": {"epochs": 12, "learning_rate": 0.005},
 }
 # The committed augment section with every transform off: tests of one transform switch on only that one.
-NO_AUGMENT = {"preset": "custom", "copies": 0, "brightness": 0.0, "contrast": 0.0, "flip": False}
+NO_AUGMENT = {"preset": "custom", "copies": 0, "brightness": 0.0, "contrast": 0.0, "blur": 0.0, "flip": False}
 
 
 def merge(base: dict, overrides: dict) -> dict:
