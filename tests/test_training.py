@@ -215,6 +215,18 @@ def test_online_augmentation_keeps_images_in_range():
     assert list(labels.numpy()) == list(range(16))
 
 
+def test_online_augmentation_says_which_ranges_stay_offline(caplog):
+    from trafficsigns.modeling.training import online_augmenter
+
+    with caplog.at_level("INFO", logger="trafficsigns.modeling.training"):
+        online_augmenter(make_params({}).augment, seed=0)  # the committed params: blur and flips on
+    assert "augment.blur and augment.flip apply only to the augment stage's copies" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="trafficsigns.modeling.training"):
+        online_augmenter(make_params({"augment": {**NO_AUGMENT, "preset": "fidle"}}).augment, seed=0)
+    assert "augment stage's copies" not in caplog.text
+
+
 def test_online_augmentation_needs_some_range():
     from trafficsigns.core.errors import PipelineError
     from trafficsigns.modeling.training import online_augmenter

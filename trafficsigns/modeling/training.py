@@ -110,6 +110,9 @@ def online_augmenter(params: AugmentParams, seed: int) -> keras.Sequential:
     chosen = [make() for strength, make in candidates if strength]
     if not chosen:
         raise PipelineError("train.online_augment: every augment.* range is 0; set some (e.g. augment.preset=fidle)")
+    offline_only = [f"augment.{name}" for name, on in (("blur", params.blur), ("flip", params.flip)) if on]
+    if offline_only:  # said, not silently dropped: the defaults set both
+        log.info("online augmentation: %s apply only to the augment stage's copies", " and ".join(offline_only))
     return keras.Sequential(chosen, name="online_augment")
 
 
