@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from trafficsigns.core.config import Params, parse_params
+from trafficsigns.core.config import AugmentParams, Params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_PARAMS = ROOT / "params.yaml"
@@ -36,7 +36,7 @@ QUICK_TRAINING = {
     "train": {"epochs": 12, "learning_rate": 0.005},
 }
 # The committed augment section with every transform off: tests of one transform switch on only that one.
-NO_AUGMENT = {"preset": "custom", "copies": 0, "brightness": 0.0, "contrast": 0.0, "blur": 0.0, "flip": False}
+NO_AUGMENT = {"preset": "custom", "copies": 0, "flip": False, **dict.fromkeys(AugmentParams.PHOTOMETRY, 0.0)}
 
 
 def merge(base: dict, overrides: dict) -> dict:
