@@ -161,7 +161,7 @@ def test_the_baseline_is_a_recorded_file_so_the_page_depends_on_its_inputs_only(
     from trafficsigns.reporting.baseline import record
     from trafficsigns.reporting.report import answer_section
 
-    first = _commit(tmp_path, "baseline", {}, {"accuracy": 0.8, "loss": 0.9})
+    first = _commit(tmp_path, "baseline", {"train": {"epochs": 5}}, {"accuracy": 0.8, "loss": 0.9})
     (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps({"test": {"accuracy": 0.85, "loss": 0.7}}))
     params = make_params({"train": {"epochs": 7}, "model": {"v1": {"filters": 48}}})
     write_params(tmp_path, {"train": {"epochs": 7}, "model": {"v1": {"filters": 48}}})
