@@ -158,6 +158,16 @@ def test_time_to_accuracy_compares_the_first_epochs_that_reach_the_same_accuracy
     assert unreached["seconds_to_it"] == {"ours": None, "fidle": None} and "speedup" not in unreached
 
 
+def test_time_to_accuracy_validates_both_recipes_on_the_same_20_percent_of_the_tracks():
+    from bench.tta import RECIPES, recipe_params
+
+    committed = make_params()  # whatever share params.yaml holds out (the final fit: 5 %)
+    for scale in ("full", "tiny"):
+        recipes = [recipe_params(overrides, scale) for overrides in RECIPES.values()]
+        assert [r["prepare"]["val_fraction"] for r in recipes] == [0.2, 0.2]
+        assert [r["prepare"]["seed"] for r in recipes] == [committed.prepare.seed] * 2
+
+
 @pytest.mark.slow
 def test_time_to_accuracy_runs_both_recipes_at_tiny_scale(tmp_path):
     stdout, results = run_bench("bench.tta", tmp_path, "--scale", "tiny")
