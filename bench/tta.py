@@ -6,11 +6,12 @@ Each recipe runs as its stages would: prepare (and augment, for ours), then trai
 (20 % of the tracks, for both) after every epoch, one recipe after the other in fresh processes on the
 same cores, until its own train.epochs, the wall-time budget or `--target` val accuracy; wall time
 counts from the start of preparation (the training process's start, importing TensorFlow, aside).
-Reported: the wall time each took to first reach the same validation accuracy (`--target`, else the best that both
-reached) and their ratio, and each one's val accuracy at equal wall time. Data: synthetic GTSRB archives
-(bench.run's, cached) or `--mirror`, a folder with the three official GTSRB archives (e.g. the 32 px copy
-of the real photographs). Full scale takes at most 2 budgets plus data generation (under 45 minutes on
-2 CPU cores); `--scale tiny` runs narrow models on a few hundred images, in seconds, for the tests.
+Reported: the wall time each took to first reach the same validation accuracy (`--target`, else the
+best that both reached) and their ratio, and each one's val accuracy at equal wall time. Data: synthetic
+GTSRB archives (bench.run's, cached) or `--mirror`, a folder with the three official GTSRB archives
+(e.g. the 32 px copy of the real photographs). Full scale takes at most 2 budgets plus data generation
+(under 45 minutes on 2 CPU cores); `--scale tiny` runs narrow models on a few hundred images, in
+seconds, for the tests.
 """
 
 from __future__ import annotations

@@ -161,7 +161,7 @@ def test_time_to_accuracy_compares_the_first_epochs_that_reach_the_same_accuracy
 def test_time_to_accuracy_validates_both_recipes_on_the_same_20_percent_of_the_tracks():
     from bench.tta import RECIPES, recipe_params
 
-    committed = make_params()  # whatever share params.yaml holds out (the final fit: 5 %)
+    committed = make_params()  # whatever share params.yaml holds out
     for scale in ("full", "tiny"):
         recipes = [recipe_params(overrides, scale) for overrides in RECIPES.values()]
         assert [r["prepare"]["val_fraction"] for r in recipes] == [0.2, 0.2]
